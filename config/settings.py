@@ -1,0 +1,399 @@
+"""The one list of annosync settings, read from the environment.
+
+Every setting is declared once in ``SETTINGS`` with its variable name, parser, default and a
+line of documentation; the README's settings table is generated from the same list
+(``annosync settings --markdown``). A bad value raises :class:`SettingsError` whose message is a
+single line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """A setting has a value annosync cannot use; the message names the variable."""
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _optional_text(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be zero or a positive number")
+    return number
+
+
+def _name_list(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.strip().upper() for p in value.split(",") if p.strip()))
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be zero or a positive integer")
+    return number
+
+
+def _split(value: str) -> tuple[tuple[str, float], ...]:
+    parts = []
+    for item in value.split(","):
+        name, _, share = item.partition("=")
+        if not re.fullmatch(r"[a-z]{1,16}", name.strip()) or float(share) < 0:
+            raise ValueError("must look like train=80,val=10,test=10")
+        parts.append((name.strip(), float(share)))
+    if not parts or sum(share for _, share in parts) <= 0:
+        raise ValueError("must look like train=80,val=10,test=10")
+    return tuple(parts)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _secret_list(value: str) -> tuple[str, ...]:
+    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
+    for secret in secrets:
+        if len(secret) < 8:
+            raise ValueError("each secret must be at least 8 characters")
+    return secrets
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _header_name(value: str) -> str:
+    value = value.strip()
+    if not _HEADER_NAME.match(value):
+        raise ValueError("must be a header name of letters, digits, '_' or '-'")
+    return value
+
+
+def _database_url(value: str) -> str:
+    scheme = value.split(":", 1)[0]
+    if not scheme.startswith(("sqlite", "postgresql")):
+        raise ValueError("must be a sqlite:/// or postgresql:// URL")
+    return value.strip()
+
+
+def _redis_url(value: str) -> str:
+    if urlparse(value).scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value.strip()
+
+
+def _storage_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme == "file" and parsed.path:
+        return value.strip()
+    if parsed.scheme == "s3" and parsed.netloc:
+        return value.strip()
+    raise ValueError("must be file:///absolute/path or s3://bucket[/prefix]")
+
+
+def _http_url(value: str) -> str | None:
+    if not value.strip():
+        return None
+    if urlparse(value).scheme not in {"http", "https"}:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.strip().rstrip("/")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return lowered
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: how to parse it and what it is for."""
+
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "ANNOSYNC_DATA_DIR",
+        "data_dir",
+        _text,
+        "./annosync-data",
+        "Folder for the embedded defaults (SQLite file, local bucket, private Redis).",
+    ),
+    Setting(
+        "ANNOSYNC_DATABASE_URL",
+        "database_url",
+        _database_url,
+        None,
+        "SQLAlchemy URL of the inbox and task store. Default: SQLite file "
+        "`<data dir>/annosync.db`; PostgreSQL (`postgresql+psycopg://…`) in production.",
+    ),
+    Setting(
+        "REDIS_URL",
+        "redis_url",
+        _redis_url,
+        "redis://127.0.0.1:6379/0",
+        "Redis for the RQ queues. `annosync up` starts a private redis-server when unset.",
+    ),
+    Setting(
+        "ANNOSYNC_STORAGE_URL",
+        "storage_url",
+        _storage_url,
+        None,
+        "Target storage: `file:///abs/path` or `s3://bucket/prefix`. Default: `<data dir>/bucket`.",
+    ),
+    Setting(
+        "ANNOSYNC_S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        _http_url,
+        "",
+        "Endpoint of an S3-compatible server (MinIO, R2, Ceph); AWS when empty.",
+    ),
+    Setting(
+        "ANNOSYNC_WEBHOOK_SECRET",
+        "webhook_secrets",
+        _secret_list,
+        "",
+        "Shared secret(s) expected in the webhook header, comma-separated for rotation.",
+        secret=True,
+    ),
+    Setting(
+        "ANNOSYNC_WEBHOOK_SIGNING_SECRET",
+        "signing_secrets",
+        _secret_list,
+        "",
+        "Optional HMAC secret(s): deliveries signed with Standard Webhooks headers "
+        "(`webhook-id`, `webhook-timestamp` within 300 s, `webhook-signature`) or "
+        "`X-Hub-Signature-256` are accepted without the shared-secret header.",
+        secret=True,
+    ),
+    Setting(
+        "ANNOSYNC_WEBHOOK_HEADER",
+        "webhook_header",
+        _header_name,
+        "Authorization",
+        "Header carrying the secret; `Authorization` expects `Bearer <secret>`.",
+    ),
+    Setting(
+        "ANNOSYNC_MAX_BODY_BYTES",
+        "max_body_bytes",
+        _positive_int,
+        str(8 * 1024 * 1024),
+        "Largest webhook body accepted (413 above it). A 5,000-task import is ~3.5 MB.",
+    ),
+    Setting(
+        "ANNOSYNC_MAX_ITEMS",
+        "max_items",
+        _positive_int,
+        "10000",
+        "Most tasks or annotations in one delivery (Label Studio batches by 5,000).",
+    ),
+    Setting(
+        "ANNOSYNC_MAX_JSON_DEPTH",
+        "max_json_depth",
+        _positive_int,
+        "64",
+        "Deepest JSON nesting accepted in a delivery.",
+    ),
+    Setting(
+        "ANNOSYNC_API_TOKEN",
+        "api_token",
+        _optional_text,
+        "",
+        "Token for the `/api/...` routes (`Authorization: Token <token>`); unset: they answer 401.",
+        secret=True,
+    ),
+    Setting(
+        "LABEL_STUDIO_URL",
+        "label_studio_url",
+        _http_url,
+        "",
+        "Label Studio base URL, for pulls (`send_payload=false`, reconciliation).",
+    ),
+    Setting(
+        "LABEL_STUDIO_API_KEY",
+        "label_studio_api_key",
+        _optional_text,
+        "",
+        "Label Studio API token for pulls.",
+        secret=True,
+    ),
+    Setting(
+        "ANNOSYNC_EXPORT_FORMATS",
+        "export_formats",
+        _name_list,
+        "YOLO,COCO,MANIFEST",
+        "Derived exports kept fresh under `exports/<project>/` (empty: none).",
+    ),
+    Setting(
+        "ANNOSYNC_EXPORT_DEBOUNCE_MS",
+        "export_debounce_ms",
+        _non_negative_int,
+        "500",
+        "Wait after a change before rebuilding a project's aggregate exports.",
+    ),
+    Setting(
+        "ANNOSYNC_SPLIT",
+        "split",
+        _split,
+        "train=80,val=10,test=10",
+        "Stable train/val/test split: a pure function of the task id, never reshuffled.",
+    ),
+    Setting(
+        "ANNOSYNC_PROJECT_DELETE",
+        "project_delete",
+        _choice("delete", "keep"),
+        "delete",
+        "On PROJECT_DELETED: `delete` the project's task files, or `keep` them.",
+    ),
+    Setting(
+        "ANNOSYNC_SWEEP_INTERVAL_S",
+        "sweep_interval_s",
+        _positive_float,
+        "5",
+        "How often a worker looks for deliveries or files still owed (lost jobs, outages).",
+    ),
+    Setting(
+        "ANNOSYNC_RESYNC_INTERVAL_S",
+        "resync_interval_s",
+        _non_negative_float,
+        "3600",
+        "Reconcile each project's bucket with the store this often (and the store with Label "
+        "Studio when LABEL_STUDIO_URL is set); 0 turns the schedule off.",
+    ),
+    Setting(
+        "ANNOSYNC_MAX_ATTEMPTS",
+        "max_attempts",
+        _positive_int,
+        "5",
+        "Attempts to apply a delivery before it is marked failed.",
+    ),
+    Setting("ANNOSYNC_QUEUE", "queue_name", _text, "annosync", "Name of the RQ queue."),
+    Setting(
+        "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info", "Log level."
+    ),
+    Setting("DEBUG", "debug", _bool, "0", "Debug mode (with LOG_LEVEL=DEBUG, debug logs)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parsed settings; build with :func:`load_settings`."""
+
+    data_dir: Path
+    database_url: str
+    redis_url: str
+    storage_url: str
+    s3_endpoint_url: str | None
+    webhook_secrets: tuple[str, ...] = field(repr=False)
+    signing_secrets: tuple[str, ...] = field(repr=False)
+    webhook_header: str
+    max_body_bytes: int
+    max_items: int
+    max_json_depth: int
+    api_token: str | None = field(repr=False)
+    label_studio_url: str | None
+    label_studio_api_key: str | None = field(repr=False)
+    export_formats: tuple[str, ...]
+    export_debounce_ms: int
+    split: tuple[tuple[str, float], ...]
+    project_delete: str
+    sweep_interval_s: float
+    resync_interval_s: float
+    max_attempts: int
+    queue_name: str
+    log_level: str
+    debug: bool
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value in force, for log redaction."""
+        values = [
+            *self.webhook_secrets,
+            *self.signing_secrets,
+            self.api_token,
+            self.label_studio_api_key,
+        ]
+        return tuple(v for v in values if v)
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read every setting from ``env`` (default: ``os.environ``); ``overrides`` win."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None:
+            raw = setting.default
+        if raw is None:
+            values[setting.attr] = None
+            continue
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(raw)
+            raise SettingsError(f"{setting.env}={shown}: {_reason(exc)}") from None
+    values.update(overrides)
+    data_dir = Path(values["data_dir"]).expanduser().resolve()
+    values["data_dir"] = data_dir
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{data_dir / 'annosync.db'}"
+    if not values["storage_url"]:
+        values["storage_url"] = (data_dir / "bucket").as_uri()
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def _reason(exc: ValueError) -> str:
+    text = str(exc)
+    if text.startswith("invalid literal") or text.startswith("could not convert"):
+        return "must be a number"
+    return text
+
+
+def settings_markdown() -> str:
+    """The settings table for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "—"
+        rows.append(f"| `{s.env}` | {default} | {s.doc} |")
+    return "\n".join(rows)
