@@ -1,0 +1,1 @@
+"""The domain: inbox, task store, event application, jobs, storage backends, CLI."""

@@ -1,0 +1,346 @@
+"""The ``annosync`` command line. Exit codes: 0 ok, 1 runtime failure, 2 usage / bad input."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.settings import Settings, SettingsError, load_settings, settings_markdown
+from config.validation import validate_delivery
+from sync import convert, db, exports, inbox, jobs, launcher, status
+from sync.exporters import exporter_names
+from sync.labelstudio import LabelStudioError
+from sync.locks import ProjectBusy, ProjectLock
+from sync.logs import configure_logging
+from sync.models import Delivery
+from sync.progress import Progress
+from sync.resync import ResyncError, resync_project
+from sync.runtime import Runtime
+from sync.storage import StorageError
+
+
+class UsageError(Exception):
+    """Bad input from the user (exit 2)."""
+
+
+def _settings(**overrides) -> Settings:
+    settings = load_settings(**overrides)
+    configure_logging(
+        settings.log_level if not settings.debug else "debug", settings.secret_values()
+    )
+    return settings
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Receiver + worker on the embedded defaults, in the foreground."""
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = _settings(data_dir=data_dir)
+    secret = (
+        settings.webhook_secrets[0] if settings.webhook_secrets else launcher.local_secret(data_dir)
+    )
+    db.upgrade(settings.database_url)
+    procs = {}
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url and not launcher.redis_reachable(redis_url):
+        raise launcher.LaunchError(f"REDIS_URL={redis_url} does not answer")
+    if not redis_url:
+        procs["redis-server"], redis_url = launcher.start_private_redis(data_dir)
+    env = {
+        **os.environ,
+        "ANNOSYNC_DATA_DIR": str(data_dir),
+        "ANNOSYNC_DATABASE_URL": settings.database_url,
+        "ANNOSYNC_STORAGE_URL": settings.storage_url,
+        "REDIS_URL": redis_url,
+        "ANNOSYNC_WEBHOOK_SECRET": ",".join(settings.webhook_secrets or (secret,)),
+    }
+    procs["receiver"] = launcher.spawn(launcher.gunicorn_command(args.host, args.port, 1), env)
+    procs["worker"] = launcher.spawn(launcher.worker_command(), env)
+    base = f"http://{args.host}:{args.port}"
+    print(f"annosync is up. Storage: {settings.storage_url}", flush=True)
+    print(f"  Label Studio webhook URL: {base}/webhooks/label-studio/<project id>")
+    print(
+        f"  Header to add:            {settings.webhook_header}: Bearer {secret}"
+        if settings.webhook_header.lower() == "authorization"
+        else f"  Header to add:            {settings.webhook_header}: {secret}"
+    )
+    print("  Ctrl-C stops everything.", flush=True)
+    return launcher.supervise(procs)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The receiver on gunicorn (production)."""
+    settings = _settings()
+    if not settings.webhook_secrets:
+        raise SettingsError("ANNOSYNC_WEBHOOK_SECRET: required to serve webhooks")
+    _require_current_schema(settings)
+    command = launcher.gunicorn_command(args.host, args.port, workers=args.workers)
+    os.execv(command[0], command)
+    return 1  # not reached
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """RQ worker(s) with the scheduler and the inbox sweep."""
+    settings = _settings()
+    _require_current_schema(settings)
+    rt = Runtime(settings)
+    jobs.set_runtime(rt)
+    stop = threading.Event()
+    jobs.sweep(rt, min_age_s=0)
+    if not args.burst:
+        threading.Thread(target=jobs.sweep_forever, args=(rt, stop), daemon=True).start()
+    queues = args.queues.split(",") if args.queues else [settings.queue_name]
+    # SimpleWorker runs jobs in-process: no fork per job (drains are short and many).
+    try:
+        _work_through_outages(queues, rt, args.burst)
+    finally:
+        stop.set()
+    return 0
+
+
+def _work_through_outages(queues: list[str], rt: Runtime, burst: bool) -> None:
+    """Run the RQ worker; if Redis goes away under it, wait and start a new one instead of
+    exiting (the inbox keeps what is owed, the sweep queues it again once Redis is back)."""
+    from rq import SimpleWorker
+
+    delay = 0.5
+    while True:
+        # SimpleWorker runs jobs in-process: no fork per job (drains are short and many).
+        worker = SimpleWorker(queues, connection=rt.worker_redis)
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+            return
+        except RedisError as exc:
+            logging.getLogger("annosync.worker").warning(
+                "Redis unavailable (%s); worker restarts in %.1f s", exc, delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    settings = _settings()
+    db.upgrade(settings.database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_deliveries_list(args: argparse.Namespace) -> int:
+    settings = _settings()
+    wanted = "failed" if args.failed else "rejected" if args.rejected else args.status
+    with Runtime(settings).sessions() as session:
+        rows = inbox.list_deliveries(session, wanted, args.limit)
+    print(
+        f"{'id':>8}  {'status':8}  {'action':22}  {'project':>7}  {'attempts':>8}  received / error"
+    )
+    for row in rows:
+        detail = row.last_error or row.errors or row.received_at.isoformat(timespec="seconds")
+        print(
+            f"{row.id:>8}  {row.status:8}  {row.action:22}  {row.project_id or '-':>7}  "
+            f"{row.attempts:>8}  {detail[:160]}"
+        )
+    return 0
+
+
+def cmd_deliveries_replay(args: argparse.Namespace) -> int:
+    """Re-validate rejected deliveries and re-apply failed or applied ones."""
+    rt = Runtime(_settings())
+    projects = set()
+    with rt.sessions() as session:
+        for delivery_id in args.ids:
+            row = session.get(Delivery, delivery_id)
+            if row is None:
+                raise UsageError(f"no delivery {delivery_id}")
+            if row.status == inbox.REJECTED:
+                issues = validate_delivery(orjson.loads(row.body))
+                if issues:
+                    raise UsageError(
+                        f"delivery {delivery_id} is still invalid: "
+                        f"{issues[0].path}: {issues[0].message}"
+                    )
+                row.key, row.errors = None, None
+            row.status, row.attempts, row.last_error = inbox.PENDING, 0, None
+            projects.add(row.project_id)
+        session.commit()
+    for project_id in projects:
+        jobs.request_drain(rt.redis, rt.settings.queue_name, project_id)
+    print(f"replaying {len(args.ids)} deliveries")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rt = Runtime(_settings())
+    with rt.sessions() as session:
+        report = status.project_status(session, args.project)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(status.as_text(report))
+    return 0
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    """Reconcile the bucket with the store (and the store with Label Studio)."""
+    rt = Runtime(_settings())
+    bar = Progress(f"resync project {args.project}")
+    try:
+        summary = resync_project(
+            rt,
+            args.project,
+            from_labelstudio=args.from_labelstudio,
+            dry_run=args.dry_run,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    print(summary.line())
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a Label Studio export (or task files) with the same exporters as the
+    incremental path."""
+    settings = _settings()
+    ctx = convert.context(args.config, args.classes, settings.split)
+    bar = Progress(f"convert {args.input.name} to {args.format}")
+    try:
+        summary = convert.convert(
+            args.input, args.format, args.output, ctx, overwrite=args.overwrite, progress=bar.update
+        )
+    finally:
+        bar.close()
+    print(
+        f"{summary.tasks} tasks converted to {args.format.upper()} in {args.output} "
+        f"({summary.files} files, {len(summary.classes)} classes)"
+    )
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Regenerate a project's derived exports from the stored task state."""
+    settings = _settings()
+    if args.format:
+        settings = replace(settings, export_formats=(args.format.upper(),))
+    rt = Runtime(settings)
+    with ProjectLock(rt.worker_redis, args.project, wait_s=60, ttl_s=900):
+        tasks = exports.rebuild_project(rt, args.project)
+        generation = exports.write_aggregates(rt, args.project)
+    print(
+        f"project {args.project}: {tasks} tasks rendered to "
+        f"{', '.join(settings.export_formats)}; generation {generation}"
+    )
+    return 0
+
+
+def cmd_settings(_args: argparse.Namespace) -> int:
+    print(settings_markdown())
+    return 0
+
+
+def _require_current_schema(settings: Settings) -> None:
+    if not db.is_current(settings.database_url):
+        raise launcher.LaunchError(
+            "the database schema is not up to date: run `annosync db upgrade`"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="annosync", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable, help_: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    up = add("up", cmd_up, "receiver + worker on the embedded defaults (SQLite, local folder)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--data-dir", default=os.environ.get("ANNOSYNC_DATA_DIR", "./annosync-data"))
+    serve = add("serve", cmd_serve, "the receiver on gunicorn (settings from the environment)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2)
+    worker = add("worker", cmd_worker, "an RQ worker with the scheduler")
+    worker.add_argument("--burst", action="store_true", help="drain the queue and exit")
+    worker.add_argument("--queues", help="comma-separated queue names")
+    dbp = add("db", None, "database schema").add_subparsers(dest="db_command", required=True)
+    add("upgrade", cmd_db_upgrade, "apply schema migrations", parent=dbp)
+    deliveries = add("deliveries", None, "inspect and replay deliveries")
+    dsub = deliveries.add_subparsers(dest="deliveries_command", required=True)
+    dlist = add("list", cmd_deliveries_list, "the newest deliveries", parent=dsub)
+    which = dlist.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true")
+    which.add_argument("--rejected", action="store_true")
+    which.add_argument("--status", choices=["pending", "applied", "failed", "ignored", "rejected"])
+    dlist.add_argument("--limit", type=int, default=50)
+    replay = add("replay", cmd_deliveries_replay, "apply deliveries again", parent=dsub)
+    replay.add_argument("ids", type=int, nargs="+")
+    st = add("status", cmd_status, "per-project state")
+    st.add_argument("--project", type=int)
+    st.add_argument("--json", action="store_true")
+    rs = add("resync", cmd_resync, "reconcile the bucket with the store (and Label Studio)")
+    rs.add_argument("--project", type=int, required=True)
+    rs.add_argument(
+        "--from-labelstudio",
+        action="store_true",
+        help="first pull the project's full state from Label Studio",
+    )
+    rs.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    cv = add("convert", cmd_convert, "convert a Label Studio export to a training format")
+    cv.add_argument("input", type=Path, help="JSON export, JSONL file or folder of <id>.json")
+    cv.add_argument("-f", "--format", required=True, help=", ".join(exporter_names()))
+    cv.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    cv.add_argument("-c", "--config", type=Path, help="label config XML (else inferred)")
+    cv.add_argument("--classes", type=Path, help="existing classes.txt whose ids to keep")
+    cv.add_argument("--overwrite", action="store_true", help="replace a non-empty output")
+    rb = add("rebuild", cmd_rebuild, "regenerate a project's exports from the stored tasks")
+    rb.add_argument("--project", type=int, required=True)
+    rb.add_argument("--format", help="only this format (default: ANNOSYNC_EXPORT_FORMATS)")
+    add("settings", cmd_settings, "print the settings table (Markdown)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``annosync`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SettingsError, UsageError, convert.ConvertError) as exc:
+        print(f"annosync: {exc}", file=sys.stderr)
+        return 2
+    except (
+        launcher.LaunchError,
+        ResyncError,
+        ProjectBusy,
+        StorageError,
+        LabelStudioError,
+        RedisError,
+    ) as exc:
+        print(f"annosync: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(f"annosync: database error: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one readable line, never a traceback
+        logging.getLogger("annosync").debug("failure", exc_info=True)
+        print(f"annosync: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

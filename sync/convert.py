@@ -1,0 +1,211 @@
+"""Batch conversion (``annosync convert``): the same exporters as the incremental path.
+
+Input is streamed (a Label Studio JSON export, a JSONL file, or a directory of
+``<task_id>.json`` files); fragments are spooled to a temporary file, so memory stays
+bounded by one task plus an index. Output is built in a temporary folder beside OUT and
+moved into place at the end: a failed conversion leaves no half-written OUT.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from config.validation import task_shape_problem
+from sync.exporters import ExportContext, get_exporter
+from sync.exporters.regions import (
+    DEFAULT_SPLIT,
+    config_classes,
+    extend_classes,
+    image_object_value,
+)
+from sync.jsonstream import JSONStreamError, iter_array
+from sync.labelconfig import LabelConfigError, parse_label_config
+from sync.storage import check_key
+from sync.store import encode_task
+
+
+class ConvertError(ValueError):
+    """Bad input for a conversion (exit 2); the message is one line."""
+
+
+@dataclass
+class ConvertSummary:
+    tasks: int
+    files: int
+    classes: list[str]
+
+
+def read_tasks(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """``(task, raw bytes)`` from an export, a JSONL file, or a folder of task files.
+
+    ``raw`` is the file's bytes for a folder (so manifests hash the stored objects), else the
+    task as annosync would store it.
+    """
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.suffix == ".json" and p.stem.isdigit()]
+        for file in sorted(files, key=lambda p: int(p.stem)):
+            raw = file.read_bytes()
+            yield _task(_loads(raw, file.name), file.name), raw
+    elif path.suffix == ".jsonl":
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    task = _task(_loads(line, f"line {number}"), f"line {number}")
+                    yield task, encode_task(task)
+    else:
+        with path.open("rb") as handle:
+            try:
+                for n, item in enumerate(iter_array(iter(lambda: handle.read(1 << 20), b""))):
+                    task = _task(item, f"task #{n}")
+                    yield task, encode_task(task)
+            except JSONStreamError as exc:
+                raise ConvertError(f"{path.name}: not a JSON list of tasks ({exc})") from None
+
+
+def _loads(raw: bytes, where: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConvertError(f"{where}: not JSON ({exc})") from None
+
+
+def _task(item: Any, where: str) -> dict[str, Any]:
+    if isinstance(item, dict) and "completions" in item and "annotations" not in item:
+        item = {**item, "annotations": item["completions"]}  # legacy exports
+        del item["completions"]
+    problem = task_shape_problem(item)
+    if problem:
+        raise ConvertError(f"{where}: {problem}")
+    return item
+
+
+def context(config: Path | None, classes: Path | None, split=DEFAULT_SPLIT) -> ExportContext:
+    """The export context from a label config file and/or an existing classes.txt."""
+    parsed = None
+    if config is not None:
+        try:
+            parsed = parse_label_config(config.read_text())
+        except (OSError, LabelConfigError, UnicodeDecodeError) as exc:
+            raise ConvertError(f"{config}: {exc}") from None
+    known = []
+    if classes is not None:
+        try:
+            known = [line for line in classes.read_text().splitlines() if line]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConvertError(f"{classes}: {exc}") from None
+    keypoints = [
+        label
+        for c in (parsed or {}).get("controls", [])
+        if c["type"] == "KeyPointLabels"
+        for label in c["labels"]
+    ]
+    return ExportContext(
+        0,
+        extend_classes(known, config_classes(parsed)),
+        image_object_value(parsed),
+        split,
+        keypoints,
+    )
+
+
+def convert(
+    source: Path,
+    fmt: str,
+    out: Path,
+    ctx: ExportContext,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ConvertSummary:
+    """Convert every task of ``source`` into ``fmt`` under ``out``."""
+    try:
+        exporter = get_exporter(fmt)
+    except KeyError as exc:
+        raise ConvertError(str(exc.args[0])) from None
+    if not source.exists():
+        raise ConvertError(f"{source}: no such file or folder")
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"{out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConvertError(f"{out} exists and is not empty (use --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        summary = render_into(read_tasks(source), exporter, staging, ctx, progress)
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def render_into(
+    tasks: Iterable[tuple[dict[str, Any], bytes]],
+    exporter,
+    staging: Path,
+    ctx: ExportContext,
+    progress=None,
+) -> ConvertSummary:
+    """Render ``tasks`` with ``exporter`` into the fresh folder ``staging``: per-task files
+    as they come, fragments spooled to disk, aggregates last in task-id order."""
+    storage = _StagingWriter(staging)
+    index: dict[int, tuple[int, int]] = {}  # task id -> fragment's place in the spool
+    files = 0
+    with tempfile.TemporaryFile() as spool:
+        for count, (task, raw) in enumerate(tasks, start=1):
+            result = exporter.render_task(task, raw, ctx)
+            for path, data in result.files.items():
+                storage.put(path, data)
+            files += len(result.files)
+            index[task["id"]] = (spool.tell(), len(result.fragment))  # a repeated id: last wins
+            spool.write(result.fragment)
+            if progress:
+                progress(count)
+
+        def fragments() -> Iterator[bytes]:
+            for task_id in sorted(index):
+                offset, size = index[task_id]
+                spool.seek(offset)
+                yield spool.read(size)
+
+        aggregates = exporter.aggregate(fragments(), ctx)
+    for path, data in aggregates.items():
+        storage.put(path, data)
+    return ConvertSummary(len(index), files + len(aggregates), list(ctx.classes))
+
+
+class _StagingWriter:
+    """Writes files into a fresh staging folder we created (no symlinks can be in it):
+    keys checked, no temp names and no fsync, since the whole folder is moved into place
+    only at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self.made: set[str] = set()
+
+    def put(self, key: str, data: bytes) -> None:
+        path = os.path.join(self.root, check_key(key))
+        folder = os.path.dirname(path)
+        if folder not in self.made:
+            os.makedirs(folder, exist_ok=True)
+            self.made.add(folder)
+        with open(path, "wb") as handle:  # the folder only becomes OUT once complete
+            handle.write(data)
+
+
+def _replace(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)

@@ -1,0 +1,7 @@
+"""Export formats: one module per format, each registered by its Label Studio name."""
+
+from sync.exporters import coco, manifest, yolo  # noqa: F401  (registers the formats)
+from sync.exporters.base import Exporter, TaskExport, exporter_names, get_exporter
+from sync.exporters.regions import ExportContext
+
+__all__ = ["ExportContext", "Exporter", "TaskExport", "exporter_names", "get_exporter"]

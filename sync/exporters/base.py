@@ -1,0 +1,59 @@
+"""The exporter interface and its registry.
+
+An exporter renders bytes from tasks and never touches storage: ``render_task`` gives a
+task's own files (a YOLO label file…) and a *fragment* (its part of the aggregates);
+``aggregate`` assembles the project-wide files from the fragments, in task-id order. The
+incremental path (per task, as labels change) and ``annosync convert`` run the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sync.exporters.regions import ExportContext
+
+
+@dataclass
+class TaskExport:
+    """A task's own output files (paths relative to the format's folder) and its fragment."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    fragment: bytes = b""
+
+
+class Exporter(Protocol):
+    """One export format."""
+
+    name: str  # as Label Studio names it: "YOLO", "COCO"…
+    folder: str  # under exports/<project>/ ("" for the project folder itself)
+    supports: frozenset[str]  # label-config control tags it can export
+
+    def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
+        """The task's own files and its fragment."""
+
+    def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
+        """Project-wide files from every task's fragment (task-id order)."""
+
+
+_REGISTRY: dict[str, Exporter] = {}
+
+
+def register(exporter: Exporter) -> Exporter:
+    """Make an exporter available by its name."""
+    _REGISTRY[exporter.name] = exporter
+    return exporter
+
+
+def get_exporter(name: str) -> Exporter:
+    """The exporter called ``name`` (case-insensitive); KeyError names the known ones."""
+    try:
+        return _REGISTRY[name.upper()]
+    except KeyError:
+        raise KeyError(f"unknown format {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def exporter_names() -> list[str]:
+    """Every registered format name."""
+    return sorted(_REGISTRY)

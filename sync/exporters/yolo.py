@@ -1,0 +1,95 @@
+"""YOLO: ``labels/<stem>.txt`` per task, ``classes.txt``, ``notes.json`` and ``data.yaml``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from sync.exporters.base import TaskExport, register
+from sync.exporters.regions import (
+    ExportContext,
+    enclosing_box,
+    file_stem,
+    image_url,
+    regions,
+    split_of,
+)
+
+
+def _num(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
+
+
+class YoloExporter:
+    """Boxes as ``cls xc yc w h`` (rotated ones as their enclosing box), polygons as
+    YOLO-seg lines ``cls x1 y1 …``; all normalised to the image size."""
+
+    name = "YOLO"
+    folder = "yolo"
+    supports = frozenset({"RectangleLabels", "PolygonLabels", "Image"})
+
+    def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
+        stem, ext = file_stem(task["id"], image_url(task, ctx.object_value))
+        lines = []
+        for region in regions(task):
+            if region.kind == "box":
+                x, y, w, h = enclosing_box(region)
+                values = [
+                    (x + w / 2) / region.width,
+                    (y + h / 2) / region.height,
+                    w / region.width,
+                    h / region.height,
+                ]
+            elif region.kind == "polygon":
+                values = [
+                    c
+                    for px, py in region.points
+                    for c in (
+                        min(max(px / region.width, 0.0), 1.0),
+                        min(max(py / region.height, 0.0), 1.0),
+                    )
+                ]
+            else:
+                continue
+            lines.append(" ".join([str(ctx.class_id(region.label)), *map(_num, values)]))
+        body = ("\n".join(lines) + "\n").encode() if lines else b""
+        fragment = orjson.dumps(
+            {"image": f"images/{stem}{ext}", "split": split_of(task["id"], ctx.split)}
+        )
+        return TaskExport({f"labels/{stem}.txt": body}, fragment)
+
+    def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
+        splits: dict[str, list[str]] = {name: [] for name, _ in ctx.split}
+        for fragment in fragments:
+            item = orjson.loads(fragment)
+            splits.setdefault(item["split"], []).append(item["image"])
+        files = {
+            f"{name}.txt": "".join(f"./{p}\n" for p in paths).encode()
+            for name, paths in splits.items()
+        }
+        files["classes.txt"] = "".join(f"{name}\n" for name in ctx.classes).encode()
+        files["notes.json"] = orjson.dumps(
+            {
+                "categories": [{"id": i, "name": n} for i, n in enumerate(ctx.classes)],
+                "info": {"year": None, "version": "1.0", "contributor": "annosync"},
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+        files["data.yaml"] = _data_yaml(ctx.classes, [name for name, _ in ctx.split])
+        return files
+
+
+def _data_yaml(classes: list[str], splits: list[str]) -> bytes:
+    """Ultralytics dataset file: image lists per split, names by id."""
+    lines = ["# Ultralytics YOLO dataset, written by annosync", "path: ."]
+    key = {"train": "train", "val": "val", "test": "test"}
+    lines += [f"{key.get(name, name)}: {name}.txt" for name in splits]
+    lines.append(f"nc: {len(classes)}")
+    lines.append("names:")
+    lines += [f"  {i}: {orjson.dumps(name).decode()}" for i, name in enumerate(classes)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+register(YoloExporter())

@@ -1,0 +1,319 @@
+"""Derived exports kept fresh: per-task outputs on every change, aggregates debounced.
+
+When a task changes, each kept-fresh exporter renders that task only: its own files (a YOLO
+label file) are written at once and its fragment is stored. A per-project aggregate job,
+debounced and one at a time, rebuilds classes.txt, result.json, manifest.jsonl… from the
+stored fragments without re-parsing any task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis import Redis
+from rq import Queue, Retry
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from sync import store
+from sync.exporters import ExportContext, get_exporter
+from sync.exporters.regions import config_classes, extend_classes, image_object_value
+from sync.models import Annotation, ExportFragment, Project, Task
+from sync.runtime import Runtime
+from sync.storage import put_many
+
+log = logging.getLogger("annosync.exports")
+LOCK_TTL_S = 30  # a rebuild takes < 1 s at 100k tasks; a killed worker's lock expires soon
+# A queued rebuild that is lost (Redis restarted, worker killed) stops blocking new requests
+# after this long; the sweep then asks again for projects whose aggregates are still owed.
+FLAG_TTL_S = 30
+
+
+def export_root(project_id: int, folder: str) -> str:
+    """Storage prefix of a project's format folder."""
+    return f"exports/{int(project_id)}/" + (f"{folder}/" if folder else "")
+
+
+def _project(session: Session, project_id: int) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        project = Project(
+            id=project_id,
+            deleted=False,
+            config_version=0,
+            exports_config_version=0,
+            export_generation=0,
+            export_changes=0,
+        )
+        session.add(project)
+    return project
+
+
+def context_for(session: Session, project_id: int, split) -> ExportContext:
+    """The project's export context; its class list starts from the label config."""
+    project = _project(session, project_id)
+    parsed = orjson.loads(project.parsed_config) if project.parsed_config else None
+    classes = orjson.loads(project.classes) if project.classes else []
+    classes = extend_classes(classes, config_classes(parsed))
+    project.classes = orjson.dumps(classes).decode()
+    keypoints = [
+        label
+        for c in (parsed or {}).get("controls", [])
+        if c["type"] == "KeyPointLabels"
+        for label in c["labels"]
+    ]
+    return ExportContext(project_id, classes, image_object_value(parsed), split, keypoints)
+
+
+def update_tasks(
+    rt: Runtime,
+    session: Session,
+    project_id: int,
+    tasks: list[tuple[dict[str, Any], bytes]],
+    deleted: list[int],
+    force: bool = False,
+) -> None:
+    """Render the kept-fresh formats for changed tasks and drop those of deleted ones.
+    Files whose bytes did not change are not rewritten, unless ``force``."""
+    formats = rt.settings.export_formats
+    if not formats or (not tasks and not deleted):
+        return
+    ctx = context_for(session, project_id, rt.settings.split)
+    changed = sum(
+        _render(rt, session, get_exporter(name), ctx, tasks, deleted, force) for name in formats
+    )
+    project = _project(session, project_id)
+    project.export_changes += changed
+    project.classes = orjson.dumps(ctx.classes).decode()  # labels first seen just now
+
+
+def _render(rt, session, exporter, ctx, tasks, deleted, force) -> int:
+    """Render and write one format's per-task outputs; returns how many tasks' outputs
+    changed (unchanged files are not rewritten)."""
+    root = export_root(ctx.project_id, exporter.folder)
+    ids = [doc["id"] for doc, _ in tasks] + list(deleted)
+    previous = {
+        row.task_id: row
+        for row in session.scalars(
+            select(ExportFragment).where(
+                ExportFragment.project_id == ctx.project_id,
+                ExportFragment.format == exporter.name,
+                ExportFragment.task_id.in_(ids),
+            )
+        )
+    }
+    writes, stale, rows, changed = [], [], [], 0
+    for doc, raw in tasks:
+        out = exporter.render_task(doc, raw, ctx)
+        digests = {
+            root + path: hashlib.sha256(data).hexdigest() for path, data in out.files.items()
+        }
+        old = previous.get(doc["id"])
+        old_digests = orjson.loads(old.files) if old else {}
+        writes += [
+            (root + path, data)
+            for path, data in out.files.items()
+            if force or old_digests.get(root + path) != digests[root + path]
+        ]
+        stale += [key for key in old_digests if key not in digests]
+        changed += old is None or old.fragment != out.fragment or old_digests != digests
+        rows.append(
+            {
+                "project_id": ctx.project_id,
+                "format": exporter.name,
+                "task_id": doc["id"],
+                "files": orjson.dumps(digests).decode(),
+                "fragment": out.fragment,
+            }
+        )
+    for task_id in deleted:
+        if task_id in previous:
+            stale += list(orjson.loads(previous[task_id].files))
+            changed += 1
+    put_many(rt.storage, writes)
+    for key in stale:
+        rt.storage.delete(key)
+    session.execute(
+        delete(ExportFragment).where(
+            ExportFragment.project_id == ctx.project_id,
+            ExportFragment.format == exporter.name,
+            ExportFragment.task_id.in_(ids),
+        )
+    )
+    if rows:
+        session.execute(ExportFragment.__table__.insert(), rows)
+    return changed
+
+
+def needs_full_rebuild(session: Session, project_id: int) -> bool:
+    """Whether the label config changed since the per-task outputs were rendered."""
+    project = session.get(Project, project_id)
+    return project is not None and project.exports_config_version != project.config_version
+
+
+def rebuild_project(rt: Runtime, project_id: int, batch: int = 500) -> int:
+    """Re-render every task's outputs of the kept-fresh formats (after a label-config change,
+    or on demand) and queue the aggregates. The caller holds the project's drain lock.
+    Returns the number of tasks rendered."""
+    rendered = 0
+    with rt.sessions() as session:
+        project = _project(session, project_id)
+        live = set(
+            session.scalars(
+                select(Task.id).where(Task.project_id == project_id, Task.deleted.is_(False))
+            )
+        )
+        gone = (
+            set(
+                session.scalars(
+                    select(ExportFragment.task_id)
+                    .where(ExportFragment.project_id == project_id)
+                    .distinct()
+                )
+            )
+            - live
+        )
+        update_tasks(rt, session, project_id, [], sorted(gone))
+        for chunk in _chunks(store.project_documents(session, project_id, batch), batch):
+            update_tasks(rt, session, project_id, chunk, [], force=True)
+            rendered += len(chunk)
+        project.exports_config_version = project.config_version
+        session.commit()
+    return rendered
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
+    """Write a zip of one format rendered from the stored tasks into ``out`` (a binary file);
+    returns the number of tasks. Nothing is written to storage."""
+    from sync.convert import render_into
+
+    exporter = get_exporter(fmt)
+    with rt.sessions() as session, tempfile.TemporaryDirectory() as staging:
+        ctx = context_for(session, project_id, rt.settings.split)
+        summary = render_into(
+            store.project_documents(session, project_id), exporter, Path(staging), ctx
+        )
+        session.rollback()  # rendering may extend the class list: keep the stored one
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(staging).rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(staging).as_posix())
+    return summary.tasks
+
+
+def write_aggregates(rt: Runtime, project_id: int) -> int:
+    """Rebuild every kept-fresh aggregate from the stored fragments; returns the generation."""
+    with rt.sessions() as session:
+        ctx = context_for(session, project_id, rt.settings.split)
+        digest = hashlib.sha256()
+        for name in rt.settings.export_formats:
+            exporter = get_exporter(name)
+            fragments = session.scalars(
+                select(ExportFragment.fragment)
+                .where(ExportFragment.project_id == project_id, ExportFragment.format == name)
+                .order_by(ExportFragment.task_id)
+                .execution_options(yield_per=1000)
+            )
+            files = exporter.aggregate(fragments, ctx)
+            root = export_root(project_id, exporter.folder)
+            put_many(rt.storage, [(root + path, data) for path, data in files.items()])
+            for path in sorted(files):
+                digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
+        project = _project(session, project_id)
+        if project.export_digest != digest.hexdigest() or project.export_changes:
+            project.export_generation += 1
+        project.export_digest, project.export_changes = digest.hexdigest(), 0
+        rt.storage.put(
+            export_root(project_id, "") + "_state.json",
+            _state(session, project, rt.settings.export_formats),
+        )
+        session.commit()
+        return project.export_generation
+
+
+def _state(session: Session, project: Project, formats) -> bytes:
+    tasks, updated = session.execute(
+        select(func.count(), func.max(Task.updated_at)).where(
+            Task.project_id == project.id, Task.deleted.is_(False)
+        )
+    ).one()
+    annotations = session.scalar(
+        select(func.count()).where(
+            Annotation.project_id == project.id, Annotation.deleted.is_(False)
+        )
+    )
+    return orjson.dumps(
+        {
+            "project": project.id,
+            "generation": project.export_generation,
+            "formats": list(formats),
+            "counts": {"tasks": tasks, "annotations": annotations},
+            "updated_at": updated,
+        },
+        option=orjson.OPT_INDENT_2,
+    )
+
+
+def projects_owing_aggregates(session: Session) -> list[int]:
+    """Projects whose per-task outputs changed since their aggregates were last rebuilt."""
+    return list(session.scalars(select(Project.id).where(Project.export_changes > 0)))
+
+
+def _flag(project_id: int) -> str:
+    return f"annosync:aggregate-queued:{project_id}"
+
+
+def request_aggregates(redis: Redis, settings, project_id: int) -> bool:
+    """Queue the project's aggregate rebuild after the debounce, unless one is waiting."""
+    if not settings.export_formats or not redis.set(
+        _flag(project_id), b"1", nx=True, ex=FLAG_TTL_S
+    ):
+        return False
+    queue = Queue(settings.queue_name, connection=redis)
+    options = {
+        "job_timeout": 3600,
+        "result_ttl": 60,
+        "retry": Retry(max=5, interval=[1, 5, 15, 60, 120]),
+    }
+    if settings.export_debounce_ms:
+        queue.enqueue_in(
+            timedelta(milliseconds=settings.export_debounce_ms),
+            aggregate_job,
+            project_id,
+            **options,
+        )
+    else:
+        queue.enqueue(aggregate_job, project_id, **options)
+    return True
+
+
+def aggregate_job(project_id: int) -> int:
+    """RQ job: rebuild a project's aggregates, one rebuild per project at a time."""
+    from sync.jobs import current_runtime
+
+    rt = current_runtime()
+    redis = rt.worker_redis
+    lock = redis.lock(
+        f"annosync:export-lock:{project_id}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_TTL_S + 5
+    )
+    with lock:
+        redis.delete(_flag(project_id))  # changes from now on queue the next rebuild
+        return write_aggregates(rt, project_id)

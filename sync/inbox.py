@@ -1,0 +1,133 @@
+"""The durable inbox: every accepted delivery is a row until it is applied.
+
+Redis only carries wake-ups; what must still happen is always read from here, so a lost
+queue (Redis restarted empty, a worker killed mid-job) loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sync.models import Delivery
+
+_INSERT = insert(Delivery).returning(Delivery.id)
+PENDING, APPLIED, FAILED, IGNORED, REJECTED = "pending", "applied", "failed", "ignored", "rejected"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The outcome of recording a delivery."""
+
+    delivery_id: int
+    status: str  # the delivery's status, or "duplicate"
+    project_id: int | None
+
+
+def delivery_key(raw_body: bytes, webhook_id: str | None, url_project: int | None) -> str:
+    """Idempotency key: the Standard Webhooks id when sent, else a digest of the body."""
+    if webhook_id:
+        return "wh:" + hashlib.sha256(webhook_id.encode()).hexdigest()
+    digest = hashlib.sha256(raw_body)
+    digest.update(f"|{url_project or ''}".encode())
+    return "sha:" + digest.hexdigest()
+
+
+def record(
+    session: Session,
+    *,
+    action: str,
+    project_id: int | None,
+    body: bytes,
+    key: str | None,
+    status: str,
+    errors: list[dict] | None = None,
+) -> Recorded:
+    """Insert a delivery and commit; an already-recorded key answers ``duplicate``."""
+    values = {
+        "key": key,
+        "source": "label-studio",
+        "action": action[:64],
+        "project_id": project_id,
+        "status": status,
+        "body": body,
+        "errors": orjson.dumps(errors).decode() if errors else None,
+        "received_at": datetime.now(UTC),
+        "attempts": 0,
+    }
+    try:
+        # A Core INSERT … RETURNING: the receiver's hot path, without ORM unit-of-work costs.
+        delivery_id = session.execute(_INSERT, values).scalar_one()
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = session.execute(
+            select(Delivery.id, Delivery.project_id).where(Delivery.key == key)
+        ).first()
+        if existing is None:
+            raise
+        return Recorded(existing.id, "duplicate", existing.project_id)
+    return Recorded(delivery_id, status, project_id)
+
+
+def pending_batch(session: Session, project_id: int | None, limit: int, skip: set[int]) -> list:
+    """The oldest pending deliveries of one project (None: deliveries without a project)."""
+    query = select(Delivery).where(Delivery.status == PENDING)
+    query = query.where(
+        Delivery.project_id.is_(None) if project_id is None else Delivery.project_id == project_id
+    )
+    if skip:
+        query = query.where(Delivery.id.not_in(skip))
+    return list(session.scalars(query.order_by(Delivery.id).limit(limit)))
+
+
+def projects_with_pending(session: Session, older_than_s: float = 0.0) -> list[int | None]:
+    """Projects that have pending deliveries received at least ``older_than_s`` ago."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    rows = session.execute(
+        select(Delivery.project_id)
+        .where(Delivery.status == PENDING, Delivery.received_at <= cutoff)
+        .group_by(Delivery.project_id)
+    )
+    return [r[0] for r in rows]
+
+
+def mark_applied(session: Session, delivery: Delivery) -> None:
+    """The delivery's effect is in the task store."""
+    delivery.status = APPLIED
+    delivery.applied_at = datetime.now(UTC)
+    delivery.attempts += 1
+    delivery.last_error = None
+
+
+def mark_attempt_failed(session: Session, delivery_id: int, error: str, max_attempts: int) -> str:
+    """Count a failed attempt; the delivery fails for good after ``max_attempts``."""
+    row = session.get(Delivery, delivery_id)
+    row.attempts += 1
+    row.last_error = error[:2000]
+    row.status = FAILED if row.attempts >= max_attempts else PENDING
+    return row.status
+
+
+def list_deliveries(session: Session, status: str | None = None, limit: int = 100) -> list:
+    """The newest deliveries, optionally of one status."""
+    query = select(Delivery).order_by(Delivery.id.desc()).limit(limit)
+    if status:
+        query = query.where(Delivery.status == status)
+    return list(session.scalars(query))
+
+
+def requeue(session: Session, delivery_ids: list[int]) -> int:
+    """Put failed (or applied) deliveries back to pending, for a replay."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.status.in_([FAILED, APPLIED]))
+        .values(status=PENDING, attempts=0, last_error=None)
+    )
+    return result.rowcount

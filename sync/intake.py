@@ -1,0 +1,70 @@
+"""Taking a delivery in: record it durably, then ask for it to be applied."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from config.validation import Issue, known_action
+from sync import inbox, jobs
+from sync.payloads import is_payloadless, project_of, strip_secrets
+from sync.runtime import Runtime
+
+log = logging.getLogger("annosync.intake")
+
+
+def accept(
+    rt: Runtime,
+    body: dict[str, Any],
+    raw: bytes,
+    url_project: int | None,
+    webhook_id: str | None = None,
+) -> inbox.Recorded:
+    """Record a valid delivery (secrets stripped) and queue its project's drain.
+
+    The delivery is durable once this returns; a Redis failure only delays it (the sweep
+    queues it later). Database errors propagate: the caller answers 503.
+    """
+    key = inbox.delivery_key(raw, webhook_id, url_project)
+    if is_payloadless(body) and not webhook_id:
+        key = None  # identical payload-less bodies are distinct events (each means "pull")
+    action = body["action"]
+    status = inbox.PENDING if known_action(action) else inbox.IGNORED
+    project_id = project_of(body, url_project)
+    stored = orjson.dumps(strip_secrets(body))
+    with rt.sessions() as session:
+        recorded = inbox.record(
+            session, action=action, project_id=project_id, body=stored, key=key, status=status
+        )
+    if recorded.status == inbox.PENDING:
+        try:
+            jobs.request_drain(rt.redis, rt.settings.queue_name, project_id)
+        except RedisError as exc:
+            log.warning(
+                "delivery %s recorded; queue unavailable, the sweep will pick it up: %s",
+                recorded.delivery_id,
+                exc,
+            )
+    return recorded
+
+
+def quarantine(
+    rt: Runtime, body: Any, raw: bytes, url_project: int | None, issues: list[Issue]
+) -> int:
+    """Keep a rejected (schema-invalid) delivery, secrets stripped, for inspection and replay."""
+    action = body.get("action") if isinstance(body, dict) else None
+    project_id = project_of(body, url_project) if isinstance(body, dict) else url_project
+    with rt.sessions() as session:
+        recorded = inbox.record(
+            session,
+            action=action if isinstance(action, str) else "?",
+            project_id=project_id,
+            body=orjson.dumps(strip_secrets(body)),
+            key="rej:" + inbox.delivery_key(raw, None, url_project),
+            status=inbox.REJECTED,
+            errors=[i.as_dict() for i in issues],
+        )
+    return recorded.delivery_id

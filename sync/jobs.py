@@ -1,0 +1,354 @@
+"""RQ jobs: drain a project's pending deliveries into the store, then write its task files.
+
+Coalescing: the receiver asks for a drain of project P only when none is already queued
+(a Redis flag), and one drain applies everything pending for P in order. A burst of a
+thousand deliveries becomes a handful of jobs. One drain runs per project at a time
+(a Redis lock with a short, renewed expiry, so a killed worker frees it within seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from config.settings import load_settings
+from sync import events, exports, inbox, store
+from sync.labelstudio import LabelStudioError
+from sync.locks import ProjectLock
+from sync.models import Delivery
+from sync.payloads import is_payloadless
+from sync.reconcile import pull_project
+from sync.runtime import Runtime
+from sync.storage import StorageError, put_many
+
+log = logging.getLogger("annosync.jobs")
+
+BATCH = 500
+FLAG_TTL_S = 30
+LINGER_S = 0.025
+STALE_S = 10.0  # pending this long: the sweep queues a drain even if one seems queued
+NO_PROJECT = 0  # queue key for deliveries that name no project
+STATS_JOBS = "annosync:stats:drain-jobs"
+
+_runtime: Runtime | None = None
+
+
+def set_runtime(runtime: Runtime) -> None:
+    """Use ``runtime`` for jobs run in this process (the worker sets it at start)."""
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> Runtime:
+    """The process's runtime, built from the environment on first use."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(load_settings())
+    return _runtime
+
+
+def _job_prefix(project_key: int) -> str:
+    return f"drain-{project_key}-"
+
+
+def _flag(project_key: int) -> str:
+    return f"annosync:drain-queued:{project_key}"
+
+
+def request_drain(
+    redis: Redis, queue_name: str, project_id: int | None, force: bool = False
+) -> bool:
+    """Queue a drain of the project unless one is already waiting (or running); True if
+    queued. ``force`` queues one regardless (the sweep, for deliveries that waited too long).
+
+    Raises RedisError when Redis cannot be reached (the delivery then waits in the inbox
+    for the sweep).
+    """
+    key = NO_PROJECT if project_id is None else project_id
+    if not redis.set(_flag(key), b"1", nx=True, ex=FLAG_TTL_S) and not force:
+        return False
+    try:
+        Queue(queue_name, connection=redis).enqueue(
+            drain_project,
+            key,
+            job_id=f"{_job_prefix(key)}{uuid.uuid4().hex}",
+            job_timeout=600,
+            result_ttl=60,
+            failure_ttl=86400,
+            retry=Retry(max=8, interval=[1, 2, 4, 8, 15, 30, 60, 120]),
+        )
+    except BaseException:
+        redis.delete(_flag(key))
+        raise
+    return True
+
+
+def drain_project(project_key: int) -> dict[str, Any]:
+    """Apply all pending deliveries of a project, then write the task files they changed.
+
+    The "queued" flag stays set while the drain runs, so deliveries arriving meanwhile are
+    picked up by this drain instead of queueing new jobs; when the queue has nothing else
+    waiting, the drain lingers a few milliseconds for more before it ends. When other jobs
+    wait (other projects, aggregate rebuilds), it stops after each round and queues itself
+    again behind them, so a busy project cannot starve the rest.
+    """
+    rt = current_runtime()
+    redis = rt.worker_redis
+    redis.incr(STATS_JOBS)
+    project_id = None if project_key == NO_PROJECT else project_key
+    applied = written = 0
+    step = STOP
+    try:
+        with ProjectLock(redis, project_key) as lock:
+            while True:
+                # While the flag is set, the receiver queues no further drain of this project.
+                redis.set(_flag(project_key), b"1", ex=FLAG_TTL_S)
+                applied += _apply_pending(rt, project_id, lock)
+                written += write_dirty_tasks(rt, project_id, lock)
+                redis.delete(_flag(project_key))  # new deliveries queue a drain from here on
+                step = _next_step(rt, project_id)
+                if step != CONTINUE:
+                    break
+            if project_id is None:
+                _hand_over_dirty_tasks(rt)
+    finally:
+        redis.delete(_flag(project_key))  # after a failure too: the sweep may queue it again
+    if step == REQUEUE:
+        request_drain(redis, rt.settings.queue_name, project_id)
+    return {"project": project_key, "applied": applied, "written": written}
+
+
+CONTINUE, REQUEUE, STOP = "continue", "requeue", "stop"
+
+
+def _next_step(rt: Runtime, project_id: int | None) -> str:
+    """Go on draining while deliveries keep arriving and nothing else waits in the queue;
+    with other jobs waiting, queue this project again behind them."""
+    queue = Queue(rt.settings.queue_name, connection=rt.worker_redis)
+    own = _job_prefix(NO_PROJECT if project_id is None else project_id)
+    deadline = time.monotonic() + LINGER_S
+    while True:
+        pending = _has_pending(rt, project_id)
+        # Other work waiting: other projects' drains, aggregate rebuilds, resyncs (a queued
+        # drain of this same project is not "other": yielding to it would only ping-pong).
+        others = any(not job_id.startswith(own) for job_id in queue.get_job_ids(0, 100))
+        if pending:
+            return REQUEUE if others else CONTINUE
+        if others or time.monotonic() >= deadline:
+            return STOP
+        time.sleep(LINGER_S / 5)
+
+
+def _has_pending(rt: Runtime, project_id: int | None) -> bool:
+    with rt.sessions() as session:
+        return bool(inbox.pending_batch(session, project_id, 1, set()))
+
+
+def _hand_over_dirty_tasks(rt: Runtime) -> None:
+    """Deliveries without a project (project-wide task deletes) change other projects' tasks:
+    their own drains write those files, so that one writer at a time touches a task."""
+    with rt.sessions() as session:
+        projects = store.dirty_projects(session) - {None}
+    for project_id in projects:
+        request_drain(rt.worker_redis, rt.settings.queue_name, project_id)
+
+
+def _apply_pending(rt: Runtime, project_id: int | None, lock) -> int:
+    options = events.ApplyOptions(project_delete=rt.settings.project_delete)
+    applied, skip = 0, set()
+    with rt.sessions() as session:
+        while batch := inbox.pending_batch(session, project_id, BATCH, skip):
+            pulls = [d for d in batch if _is_pull(d)]
+            for delivery in batch:
+                if delivery in pulls:
+                    continue
+                if _apply_one(session, delivery, options, rt.settings.max_attempts):
+                    applied += 1
+                else:
+                    skip.add(delivery.id)
+            session.commit()  # before any network call: never hold the write lock over HTTP
+            if pulls:
+                applied += _pull(rt, session, project_id, pulls, skip)
+            lock.renew()
+    return applied
+
+
+def _is_pull(delivery: Delivery) -> bool:
+    return len(delivery.body) < 100 and is_payloadless(orjson.loads(delivery.body))
+
+
+def _pull(rt: Runtime, session: Session, project_id: int | None, pulls: list, skip) -> int:
+    """Payload-less deliveries (send_payload=false): one pull of the project serves them all."""
+    problem = None
+    if rt.labelstudio is None:
+        problem = (
+            "payload-less delivery (send_payload=false): set LABEL_STUDIO_URL and "
+            "LABEL_STUDIO_API_KEY so annosync can pull the state, then replay it"
+        )
+    elif project_id is None:
+        problem = "payload-less delivery without a project: use /webhooks/label-studio/<id>"
+    if problem:  # retrying cannot help: fail now, replayable after the fix
+        return _fail_pulls(session, pulls, problem, 1, skip)
+    try:
+        pull_project(rt.labelstudio, session, project_id)
+    except LabelStudioError as exc:
+        session.rollback()
+        log.warning("project %s: pull failed: %s", project_id, exc)
+        return _fail_pulls(session, pulls, str(exc), rt.settings.max_attempts, skip)
+    for delivery in pulls:
+        inbox.mark_applied(session, delivery)
+    session.commit()
+    return len(pulls)
+
+
+def _fail_pulls(session: Session, pulls: list, error: str, max_attempts: int, skip) -> int:
+    for delivery in pulls:
+        inbox.mark_attempt_failed(session, delivery.id, error, max_attempts)
+        skip.add(delivery.id)
+    session.commit()
+    return 0
+
+
+def _apply_one(session: Session, delivery: Delivery, options, max_attempts: int) -> bool:
+    savepoint = session.begin_nested()
+    try:
+        events.apply(session, orjson.loads(delivery.body), delivery.project_id, options)
+        inbox.mark_applied(session, delivery)
+        savepoint.commit()
+        return True
+    except OperationalError:
+        raise  # the database itself is in trouble: let RQ retry the whole job
+    except Exception as exc:  # one bad delivery must not block the others
+        savepoint.rollback()
+        status = inbox.mark_attempt_failed(session, delivery.id, _describe(exc), max_attempts)
+        log.warning(
+            "delivery %s (%s) not applied, now %s: %s",
+            delivery.id,
+            delivery.action,
+            status,
+            _describe(exc),
+        )
+        return False
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def write_dirty_tasks(rt: Runtime, project_id: int | None, lock=None) -> int:
+    """Write (or delete) the storage object of every task that changed, and its per-task
+    export outputs; returns the count.
+
+    A storage failure raises StorageError with the tasks still dirty, so a retry (or the
+    sweep) writes them later: nothing is lost.
+    """
+    written = 0
+    with rt.sessions() as session:
+        if project_id is not None and exports.needs_full_rebuild(session, project_id):
+            exports.rebuild_project(rt, project_id)
+            written = -1  # aggregates are owed even if no task file changes
+        while tasks := store.dirty_tasks(session, project_id, BATCH):
+            live = [t for t in tasks if not t.deleted]
+            annotations = store.live_annotations(session, [t.id for t in live])
+            docs = [store.task_document(t, annotations[t.id]) for t in live]
+            rendered = [(doc, store.encode_task(doc)) for doc in docs]
+            put_many(rt.storage, [(store.task_key(d["id"]), raw) for d, raw in rendered])
+            gone = [t.id for t in tasks if t.deleted]
+            for task_id in gone:
+                rt.storage.delete(store.task_key(task_id))
+            if project_id is not None:
+                exports.update_tasks(rt, session, project_id, rendered, gone)
+            store.mark_written(session, [(t.id, t.version) for t in tasks])
+            session.commit()
+            written = max(written, 0) + len(tasks)
+            if lock is not None:
+                lock.renew()
+    if written and project_id is not None:
+        exports.request_aggregates(rt.worker_redis, rt.settings, project_id)
+    return max(written, 0)
+
+
+def sweep(rt: Runtime, min_age_s: float = 1.0) -> int:
+    """Queue drains for projects with deliveries or task files still owed; returns how many.
+
+    This is what makes a Redis outage or a killed worker harmless: the inbox and the dirty
+    flags say what is owed, and the sweep asks for it again.
+    """
+    with rt.sessions() as session:
+        projects = set(inbox.projects_with_pending(session, older_than_s=min_age_s))
+        projects |= store.dirty_projects(session)
+        stale = set(inbox.projects_with_pending(session, older_than_s=STALE_S))
+        owing = exports.projects_owing_aggregates(session)
+    queued = 0
+    for project_id in projects:
+        try:
+            queued += request_drain(
+                rt.worker_redis, rt.settings.queue_name, project_id, force=project_id in stale
+            )
+        except RedisError as exc:
+            log.warning("sweep: cannot queue project %s: %s", project_id, exc)
+            return queued
+    for project_id in owing:  # aggregate rebuilds lost with a queue or a killed worker
+        try:
+            exports.request_aggregates(rt.worker_redis, rt.settings, project_id)
+        except RedisError as exc:
+            log.warning("sweep: cannot queue exports of project %s: %s", project_id, exc)
+            break
+    return queued
+
+
+def resync_job(project_id: int) -> str:
+    """Scheduled reconciliation of one project (from Label Studio too, when configured)."""
+    from sync.resync import resync_project
+
+    rt = current_runtime()
+    summary = resync_project(rt, project_id, from_labelstudio=rt.labelstudio is not None)
+    log.info("scheduled resync: %s", summary.line())
+    return summary.line()
+
+
+def schedule_resyncs(rt: Runtime) -> int:
+    """Queue a resync of every project whose last one is older than the interval."""
+    interval = rt.settings.resync_interval_s
+    if not interval:
+        return 0
+    with rt.sessions() as session:
+        projects = store.known_projects(session)
+    queue = Queue(rt.settings.queue_name, connection=rt.worker_redis)
+    queued = 0
+    for project_id in projects:
+        if rt.worker_redis.set(
+            f"annosync:resync-due:{project_id}", b"1", nx=True, ex=max(1, int(interval))
+        ):
+            queue.enqueue(
+                resync_job,
+                project_id,
+                job_timeout=3600,
+                result_ttl=3600,
+                retry=Retry(max=3, interval=[30, 120, 600]),
+            )
+            queued += 1
+    return queued
+
+
+def sweep_forever(rt: Runtime, stop) -> None:
+    """Run :func:`sweep` every ``ANNOSYNC_SWEEP_INTERVAL_S`` until ``stop`` is set, and
+    queue the periodic resyncs that are due."""
+    while not stop.wait(rt.settings.sweep_interval_s):
+        try:
+            sweep(rt)
+            schedule_resyncs(rt)
+        except (OperationalError, StorageError, RedisError) as exc:
+            log.warning("sweep failed, will retry: %s", exc)
+        except Exception:
+            log.exception("sweep failed")
+            time.sleep(1)

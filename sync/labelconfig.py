@@ -1,0 +1,112 @@
+"""Parse a Label Studio labelling config: object tags, control tags, labels in order."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+#: Tags that show data (what is labelled).
+OBJECT_TAGS = frozenset(
+    {
+        "Image",
+        "Text",
+        "HyperText",
+        "Audio",
+        "AudioPlus",
+        "Video",
+        "TimeSeries",
+        "Paragraphs",
+        "Table",
+        "Pdf",
+        "Markdown",
+        "List",
+        "Ranker",
+    }
+)
+#: Control tags that label regions (the ones that make classes).
+REGION_TAGS = frozenset(
+    {
+        "RectangleLabels",
+        "PolygonLabels",
+        "KeyPointLabels",
+        "BrushLabels",
+        "EllipseLabels",
+        "PolyLineLabels",
+    }
+)
+#: Control tags whose children are <Label>/<Choice> values, or that annotate otherwise.
+CONTROL_TAGS = REGION_TAGS | {
+    "Labels",
+    "HyperTextLabels",
+    "ParagraphLabels",
+    "TimeSeriesLabels",
+    "VideoRectangle",
+    "Choices",
+    "Taxonomy",
+    "TextArea",
+    "Rating",
+    "Number",
+    "DateTime",
+    "Rectangle",
+    "Polygon",
+    "KeyPoint",
+    "Brush",
+    "Ellipse",
+    "BitmaskLabels",
+    "Relations",
+    "Pairwise",
+    "Ranker",
+}
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class LabelConfigError(ValueError):
+    """The config is not parseable XML."""
+
+
+def parse_label_config(xml: str) -> dict[str, Any]:
+    """``{"objects": [...], "controls": [...]}`` in document order.
+
+    Each control: ``name``, ``type``, ``to_name`` (list), ``labels`` (values in config order)
+    and ``categories`` (label → int from a ``category`` attribute, where given).
+    """
+    if len(xml.encode()) > MAX_CONFIG_BYTES:
+        raise LabelConfigError("label config larger than 1 MB")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise LabelConfigError(f"label config is not valid XML: {exc}") from None
+    objects, controls = [], []
+    for element in root.iter():
+        if element.tag in OBJECT_TAGS and element.get("name"):
+            objects.append(
+                {
+                    "name": element.get("name"),
+                    "type": element.tag,
+                    "value": (element.get("value") or "").lstrip("$"),
+                }
+            )
+        elif element.tag in CONTROL_TAGS and element.get("name"):
+            controls.append(_control(element))
+    return {"objects": objects, "controls": controls}
+
+
+def _control(element: ET.Element) -> dict[str, Any]:
+    labels, categories = [], {}
+    for child in element.iter():
+        if child is element or child.tag not in {"Label", "Choice"}:
+            continue
+        value = child.get("value") or child.get("alias")
+        if value is None or value in labels:
+            continue
+        labels.append(value)
+        category = child.get("category")
+        if category is not None and category.strip().lstrip("-").isdigit():
+            categories[value] = int(category)
+    return {
+        "name": element.get("name"),
+        "type": element.tag,
+        "to_name": [n for n in (element.get("toName") or "").split(",") if n],
+        "labels": labels,
+        "categories": categories,
+    }

@@ -1,0 +1,179 @@
+"""Starting processes: the receiver on gunicorn, workers, and a private redis-server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+
+class LaunchError(RuntimeError):
+    """Something `up`/`serve` needs cannot be had; the message says what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def redis_reachable(url: str) -> bool:
+    """Whether a Redis server answers PING at ``url``."""
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+    except (RedisError, OSError, ValueError):
+        return False
+
+
+def start_private_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a redis-server bound to loopback (on ``port``, else a free one); it keeps
+    nothing on disk (the inbox in the database is the durable record, Redis only carries
+    wake-ups)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise LaunchError(
+            "redis-server is not installed: install it (sudo apt-get install redis-server) "
+            "or set REDIS_URL to a running Redis"
+        )
+    port = port or free_port()
+    log = open(data_dir / "redis.log", "ab")  # noqa: SIM115  (lives as long as the server)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LaunchError(f"redis-server exited at start; see {data_dir / 'redis.log'}")
+        if redis_reachable(url):
+            return proc, url
+        time.sleep(0.05)
+    proc.kill()
+    raise LaunchError("redis-server did not answer within 10 s")
+
+
+def local_secret(data_dir: Path) -> str:
+    """The data dir's webhook secret, created (mode 0600) on first use."""
+    path = data_dir / "webhook-secret"
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def gunicorn_command(
+    host: str,
+    port: int,
+    workers: int,
+    threads: int = 8,
+    app: str = "handlers.wsgi:app",
+    access_log: bool = True,
+) -> list[str]:
+    """The command that serves the receiver on gunicorn (threaded workers)."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        app,
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--worker-class",
+        "gthread",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "10",
+        "--keep-alive",
+        "5",
+        "--log-level",
+        "warning",
+    ]
+    if access_log:
+        command += [
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
+        ]
+    return command
+
+
+def worker_command() -> list[str]:
+    """The command that runs one worker."""
+    return [sys.executable, "-m", "sync.cli", "worker"]
+
+
+def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a child process that shares our stdout/stderr."""
+    return subprocess.Popen(command, env=env)
+
+
+def supervise(procs: dict[str, subprocess.Popen]) -> int:
+    """Wait until Ctrl-C/SIGTERM or until a child exits; then stop them all."""
+    stopping = False
+
+    def stop(_signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exited = None
+    while not stopping and exited is None:
+        time.sleep(0.2)
+        exited = next((name for name, p in procs.items() if p.poll() is not None), None)
+    for proc in reversed(procs.values()):  # redis-server, started first, stops last
+        terminate([proc])
+    if exited is not None and not stopping:
+        print(
+            f"annosync: {exited} exited with code {procs[exited].returncode}; stopped",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def terminate(procs, grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still running after ``grace_s``."""
+    procs = [p for p in procs if p.poll() is None]
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,138 @@
+"""Database tables: the delivery inbox and the task store.
+
+Timestamps that come from Label Studio are kept as normalised ISO strings
+(``YYYY-MM-DDTHH:MM:SS.ffffffZ``) so that SQL and Python compare them the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Delivery(Base):
+    """One received webhook delivery; the inbox is the record of what must still happen."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(String(32), default="label-studio")
+    action: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[int | None] = mapped_column(BigInteger)
+    # pending → applied | failed; ignored (unknown action); rejected (failed validation)
+    status: Mapped[str] = mapped_column(String(16))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    errors: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_deliveries_status_project", "status", "project_id", "id"),)
+
+
+class Project(Base):
+    """A Label Studio project as last seen: title and labelling config."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    title: Mapped[str | None] = mapped_column(Text)
+    label_config: Mapped[str | None] = mapped_column(Text)
+    config_digest: Mapped[str | None] = mapped_column(String(64))
+    parsed_config: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[str | None] = mapped_column(String(32))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    config_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Derived exports: the append-only class list (ids never move), the config version the
+    # per-task outputs were rendered with, and the monotonic generation of the exports.
+    classes: Mapped[str | None] = mapped_column(Text)
+    exports_config_version: Mapped[int] = mapped_column(Integer, default=0)
+    export_generation: Mapped[int] = mapped_column(Integer, default=0)
+    export_digest: Mapped[str | None] = mapped_column(String(64))
+    export_changes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Task(Base):
+    """A task without its annotations; ``deleted`` rows are tombstones.
+
+    ``version`` counts changes; ``written_version`` is the version last written to storage,
+    and ``dirty`` is set while storage still owes this task a write (or a delete).
+    """
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    project_id: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[str | None] = mapped_column(String(32))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[str | None] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    written_version: Mapped[int] = mapped_column(Integer, default=0)
+    dirty: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (
+        Index("ix_tasks_project", "project_id", "id"),
+        Index("ix_tasks_dirty", "dirty", "project_id"),
+    )
+
+
+class Annotation(Base):
+    """One annotation (the newest version seen); ``deleted`` rows are tombstones."""
+
+    __tablename__ = "annotations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    project_id: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[str | None] = mapped_column(String(32))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_annotations_task", "task_id", "id"),)
+
+
+class ExportFragment(Base):
+    """A task's rendered part of one export: the files it owns and its aggregate fragment.
+
+    Aggregates (classes.txt, result.json, manifest.jsonl…) are rebuilt from these rows, so a
+    rebuild never re-parses the tasks.
+    """
+
+    __tablename__ = "export_fragments"
+
+    project_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    format: Mapped[str] = mapped_column(String(32), primary_key=True)
+    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    files: Mapped[str] = mapped_column(Text)  # JSON {storage key: sha256} of its own files
+    fragment: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,94 @@
+"""Applying a full snapshot of a project (a pull) as if the missing webhooks had arrived."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.validation import task_shape_problem
+from sync import events, store
+from sync.labelstudio import LabelStudioClient, read_export
+from sync.models import Annotation, Task
+from sync.payloads import now_ts, strip_secrets
+
+
+@dataclass
+class SnapshotResult:
+    """What applying a snapshot changed."""
+
+    tasks_seen: int = 0
+    tasks_invalid: int = 0
+    tasks_deleted: int = 0
+    annotations_deleted: int = 0
+
+
+def pull_project(client: LabelStudioClient, session: Session, project_id: int) -> SnapshotResult:
+    """Pull the project's full state from Label Studio and apply it (not committed).
+
+    The export is spooled to a temporary file first, so no database transaction is held
+    open across the network and memory stays bounded by one task.
+    """
+    started = now_ts()
+    project = strip_secrets({"project": client.project(project_id)})["project"]
+    with tempfile.TemporaryFile() as spool:
+        client.download_export(project_id, spool)
+        spool.seek(0)
+        return apply_snapshot(session, project_id, read_export(spool), started, project)
+
+
+def apply_snapshot(
+    session: Session,
+    project_id: int,
+    tasks: Iterable[dict[str, Any]],
+    started_at: str,
+    project: dict[str, Any] | None = None,
+) -> SnapshotResult:
+    """Upsert every task and annotation of the snapshot; tombstone what it no longer has.
+
+    Only objects created before ``started_at`` (when the pull began) are deleted for being
+    absent: an annotation made while the export was being produced is not in it, but it is
+    not gone either.
+    """
+    result = SnapshotResult()
+    if project is not None:
+        events.upsert_project(session, project)
+    seen_tasks: set[int] = set()
+    seen_annotations: set[int] = set()
+    for task in tasks:
+        if task_shape_problem(task):
+            result.tasks_invalid += 1
+            continue
+        store.upsert_task(session, task, project_id)
+        seen_tasks.add(task["id"])
+        seen_annotations.update(a["id"] for a in task.get("annotations") or [])
+        result.tasks_seen += 1
+    gone = [
+        t.id
+        for t in session.execute(
+            select(Task.id, Task.created_at).where(
+                Task.project_id == project_id, Task.deleted.is_(False)
+            )
+        )
+        if t.id not in seen_tasks and (t.created_at or "") < started_at
+    ]
+    result.tasks_deleted = len(store.delete_tasks(session, gone, project_id))
+    live = session.execute(
+        select(Annotation.id, Annotation.task_id, Annotation.created_at).where(
+            Annotation.project_id == project_id, Annotation.deleted.is_(False)
+        )
+    )
+    stale = [
+        a.id
+        for a in live
+        if a.task_id in seen_tasks
+        and a.id not in seen_annotations
+        and (a.created_at or "") < started_at
+    ]
+    store.delete_annotations(session, stale)
+    result.annotations_deleted = len(stale)
+    return result

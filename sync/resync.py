@@ -1,0 +1,144 @@
+"""Reconciliation: make the bucket equal to the store (and the store to Label Studio).
+
+Webhooks alone cannot keep a bucket right: Label Studio never retries one, sends none for
+task data edits or annotations imported with tasks, and objects can be removed behind our
+back. A resync compares every object of the project with what the store renders (presence
+and MD5), writes what is missing or different, and deletes orphans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from sync import store
+from sync.locks import ProjectLock
+from sync.models import Task
+from sync.reconcile import SnapshotResult, pull_project
+from sync.runtime import Runtime
+from sync.storage import put_many
+
+BATCH = 500
+_TASK_KEY = re.compile(r"^tasks/(\d{1,19})\.json$")
+
+
+class ResyncError(RuntimeError):
+    """A resync could not run (the message is one line)."""
+
+
+@dataclass
+class ResyncSummary:
+    """What a resync changed (or, in a dry run, would change)."""
+
+    project: int
+    written: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    dry_run: bool = False
+    pulled: SnapshotResult | None = None
+
+    def line(self) -> str:
+        verb = "would write" if self.dry_run else "written"
+        gone = "would delete" if self.dry_run else "deleted"
+        text = f"project {self.project}: {verb} {self.written}, {gone} {self.deleted}, "
+        text += f"unchanged {self.unchanged}"
+        if self.pulled:
+            text += (
+                f" (from Label Studio: {self.pulled.tasks_seen} tasks seen, "
+                f"{self.pulled.tasks_deleted} deleted, "
+                f"{self.pulled.annotations_deleted} annotations deleted)"
+            )
+        return text
+
+
+def resync_project(
+    rt: Runtime,
+    project_id: int,
+    *,
+    from_labelstudio: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ResyncSummary:
+    """Reconcile one project. Holds the project's drain lock, so it is safe while webhooks
+    keep arriving: their drains wait, then apply on top of the reconciled state."""
+    if from_labelstudio and rt.labelstudio is None:
+        raise ResyncError("--from-labelstudio needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    summary = ResyncSummary(project=project_id, dry_run=dry_run)
+    with ProjectLock(rt.worker_redis, project_id, wait_s=60) as lock, rt.sessions() as session:
+        if from_labelstudio:
+            summary.pulled = pull_project(rt.labelstudio, session, project_id)
+        _reconcile_storage(rt, session, summary, lock, progress)
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    return summary
+
+
+def _reconcile_storage(
+    rt: Runtime, session: Session, summary: ResyncSummary, lock, progress
+) -> None:
+    listed = dict(rt.storage.list_digests("tasks/"))
+    total = session.scalar(
+        select(func.count()).where(Task.project_id == summary.project, Task.deleted.is_(False))
+    )
+    done, last_id = 0, 0
+    while tasks := _live_tasks_after(session, summary.project, last_id):
+        annotations = store.live_annotations(session, [t.id for t in tasks])
+        owed = []
+        for task in tasks:
+            key = store.task_key(task.id)
+            data = store.render_task(task, annotations[task.id])
+            if listed.pop(key, None) == hashlib.md5(data).hexdigest():
+                summary.unchanged += 1
+            else:
+                owed.append((key, data))
+        summary.written += len(owed)
+        if not summary.dry_run:
+            put_many(rt.storage, owed)
+        store.mark_written(session, [(t.id, t.version) for t in tasks])
+        done, last_id = done + len(tasks), tasks[-1].id
+        lock.renew()
+        if progress:
+            progress(done, total)
+    for key in _orphans(session, listed):
+        summary.deleted += 1
+        if not summary.dry_run:
+            rt.storage.delete(key)
+    _clear_tombstone_writes(session, summary.project)
+
+
+def _live_tasks_after(session: Session, project_id: int, last_id: int) -> list[Task]:
+    query = (
+        select(Task)
+        .where(Task.project_id == project_id, Task.deleted.is_(False), Task.id > last_id)
+        .order_by(Task.id)
+        .limit(BATCH)
+    )
+    return list(session.scalars(query))
+
+
+def _orphans(session: Session, remaining: dict[str, str | None]) -> list[str]:
+    """Objects under tasks/ that no live task (of any project) owns."""
+    ids = {key: int(m.group(1)) for key in remaining if (m := _TASK_KEY.match(key))}
+    candidates = list(set(ids.values()))
+    owned: set[int] = set()
+    for start in range(0, len(candidates), BATCH):
+        chunk = candidates[start : start + BATCH]
+        query = select(Task.id).where(Task.id.in_(chunk), Task.deleted.is_(False))
+        owned.update(session.scalars(query))
+    return [key for key in remaining if ids.get(key) not in owned]
+
+
+def _clear_tombstone_writes(session: Session, project_id: int) -> None:
+    dirty = session.execute(
+        select(Task.id, Task.version).where(
+            Task.project_id == project_id, Task.deleted.is_(True), Task.dirty.is_(True)
+        )
+    ).all()
+    store.mark_written(session, [(row.id, row.version) for row in dirty])

@@ -1,0 +1,52 @@
+"""What a process needs to do its work: settings, database sessions, Redis, storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from sync.db import session_factory
+from sync.labelstudio import LabelStudioClient
+from sync.storage import StorageBackend, open_storage
+
+
+@dataclass
+class Runtime:
+    """Shared handles, built once per process from the settings."""
+
+    settings: Settings
+    _overrides: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.settings.database_url)
+
+    @cached_property
+    def redis(self) -> Redis:
+        """A client that fails fast: the receiver must answer even when Redis is down."""
+        return Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            health_check_interval=30,
+        )
+
+    @cached_property
+    def worker_redis(self) -> Redis:
+        """A client for blocking queue reads (no short socket timeout)."""
+        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=2.0)
+
+    @cached_property
+    def labelstudio(self) -> LabelStudioClient | None:
+        """The Label Studio API client, when LABEL_STUDIO_URL and the key are set."""
+        if not (self.settings.label_studio_url and self.settings.label_studio_api_key):
+            return None
+        return LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
+
+    @cached_property
+    def storage(self) -> StorageBackend:
+        return open_storage(self.settings.storage_url, endpoint_url=self.settings.s3_endpoint_url)

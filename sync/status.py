@@ -1,0 +1,97 @@
+"""Per-project state: tasks, annotations, deliveries, lag."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from sync.models import Annotation, Delivery, Project, Task
+
+
+def _counts(session: Session, column, *where) -> dict[Any, int]:
+    query = select(column, func.count()).where(*where).group_by(column)
+    return {key: n for key, n in session.execute(query)}
+
+
+def project_status(session: Session, project_id: int | None = None) -> dict[str, Any]:
+    """A report per project (all projects, or one)."""
+    only = [] if project_id is None else [project_id]
+    tasks = _counts(
+        session,
+        Task.project_id,
+        Task.deleted.is_(False),
+        *([Task.project_id.in_(only)] if only else []),
+    )
+    dirty = _counts(session, Task.project_id, Task.dirty.is_(True))
+    annotations = _counts(session, Annotation.project_id, Annotation.deleted.is_(False))
+    deliveries: dict[int | None, dict[str, int]] = {}
+    for pid, status, n in session.execute(
+        select(Delivery.project_id, Delivery.status, func.count()).group_by(
+            Delivery.project_id, Delivery.status
+        )
+    ):
+        deliveries.setdefault(pid, {})[status] = n
+    last = dict(
+        session.execute(
+            select(Delivery.project_id, func.max(Delivery.received_at)).group_by(
+                Delivery.project_id
+            )
+        ).all()
+    )
+    oldest_pending = dict(
+        session.execute(
+            select(Delivery.project_id, func.min(Delivery.received_at))
+            .where(Delivery.status == "pending")
+            .group_by(Delivery.project_id)
+        ).all()
+    )
+    titles = dict(session.execute(select(Project.id, Project.title)).all())
+    ids = only or sorted({*tasks, *deliveries, *titles} - {None})
+    now = datetime.now(UTC)
+    projects = []
+    for pid in ids:
+        pending_since = _aware(oldest_pending.get(pid))
+        projects.append(
+            {
+                "project": pid,
+                "title": titles.get(pid),
+                "tasks": tasks.get(pid, 0),
+                "annotations": annotations.get(pid, 0),
+                "deliveries": deliveries.get(pid, {}),
+                "pending": deliveries.get(pid, {}).get("pending", 0),
+                "failed": deliveries.get(pid, {}).get("failed", 0),
+                "files_owed": dirty.get(pid, 0),
+                "last_event": _iso(last.get(pid)),
+                "lag_s": round((now - pending_since).total_seconds(), 3) if pending_since else 0.0,
+            }
+        )
+    return {"projects": projects}
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _iso(moment: datetime | None) -> str | None:
+    moment = _aware(moment)
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+def as_text(report: dict[str, Any]) -> str:
+    """The report as a table for a terminal."""
+    lines = [
+        f"{'project':>8}  {'tasks':>7}  {'annotations':>11}  {'pending':>7}  "
+        f"{'failed':>6}  {'files owed':>10}  {'lag s':>6}  last event"
+    ]
+    for p in report["projects"]:
+        lines.append(
+            f"{p['project']:>8}  {p['tasks']:>7}  {p['annotations']:>11}  "
+            f"{p['pending']:>7}  {p['failed']:>6}  {p['files_owed']:>10}  "
+            f"{p['lag_s']:>6}  {p['last_event'] or '-'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""The storage interface: whole objects by key, nothing about formats.
+
+Keys are ``/``-separated relative paths. Every backend confines keys to its root: a key that
+is absolute, empty, or walks out with ``..`` is refused with :class:`UnsafeKeyError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
+
+
+class StorageError(Exception):
+    """A storage operation failed (the backend's own errors are translated into this)."""
+
+
+class UnsafeKeyError(StorageError, ValueError):
+    """A key would escape the storage root or is otherwise not a plain relative path."""
+
+
+@runtime_checkable
+class StorageBackend(Protocol):
+    """Where task files and exports are written."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        """Write the whole object atomically: readers see the old or the new bytes."""
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object if it exists."""
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix``, in no particular order."""
+
+    def list_digests(self, prefix: str = "") -> Iterator[tuple[str, str | None]]:
+        """``(key, md5 hex digest of the content)`` under ``prefix``; None if not known."""
+
+    def check(self) -> None:
+        """Raise StorageError when the storage cannot be reached (for readiness)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative key, else raise UnsafeKeyError."""
+    if not key or len(key) > 1024 or key.startswith("/") or "\\" in key:
+        raise UnsafeKeyError(f"unsafe storage key {key[:80]!r}")
+    if _CONTROL.search(key) or any(part in {"", ".", ".."} for part in key.split("/")):
+        raise UnsafeKeyError(f"unsafe storage key {key[:80]!r}")
+    return key
+
+
+def put_many(storage: StorageBackend, items: list[tuple[str, bytes]], workers: int = 16) -> None:
+    """Write several objects concurrently (each write is still whole and atomic); the first
+    failure is raised after the others finished."""
+    if len(items) <= 1:
+        for key, data in items:
+            storage.put(key, data)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        futures = [pool.submit(storage.put, key, data) for key, data in items]
+    for future in futures:
+        future.result()
+
+
+BackendFactory = Callable[..., StorageBackend]
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register(scheme: str) -> Callable[[BackendFactory], BackendFactory]:
+    """Register a backend factory for a storage URL scheme (``file``, ``s3``…)."""
+
+    def decorate(factory: BackendFactory) -> BackendFactory:
+        _REGISTRY[scheme] = factory
+        return factory
+
+    return decorate
+
+
+def backend_for(scheme: str) -> BackendFactory:
+    """The factory registered for ``scheme``."""
+    try:
+        return _REGISTRY[scheme]
+    except KeyError:
+        raise StorageError(f"no storage backend for {scheme!r}:// URLs") from None

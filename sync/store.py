@@ -1,0 +1,310 @@
+"""The task store: tasks and annotations as last seen, with tombstones, and task rendering.
+
+Rules that make applying idempotent and order-independent:
+- an annotation version replaces the stored one only if its ``updated_at`` is newer;
+- a deleted task or annotation is kept as a tombstone; a late create/update of the same
+  object (same or older ``created_at``) does not bring it back, while a genuinely new object
+  that reuses the id (newer ``created_at``; Label Studio's SQLite backend reuses ids) does.
+Every change bumps the task's ``version`` and sets ``dirty``: storage owes the task a write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from sync.models import Annotation, Task
+from sync.payloads import normalise_ts, now_ts
+
+#: Keys of a webhook task that Label Studio's JSON export does not carry.
+NOT_IN_EXPORT = frozenset({"is_labeled", "overlap", "precomputed_agreement", "file_upload"})
+#: Keys rendered separately (or kept in their own rows).
+NESTED = frozenset({"id", "annotations", "completions", "predictions", "drafts"})
+
+
+def task_key(task_id: int) -> str:
+    """Storage key of a task's file."""
+    return f"tasks/{int(task_id)}.json"
+
+
+def _is_newer(incoming: str | None, stored: str | None) -> bool:
+    if stored is None:
+        return True
+    return incoming is not None and incoming > stored
+
+
+def _wins(ts: str | None, body: bytes, stored_ts: str | None, stored_body: bytes) -> bool:
+    """Newest timestamp wins; a tie goes to the larger body, so every order converges."""
+    if ts != stored_ts:
+        return _is_newer(ts, stored_ts)
+    return body > stored_body
+
+
+def _tombstone_holds(created_at: str | None, tomb_created: str | None, tomb_deleted: str | None):
+    """Whether a tombstone still covers an object created at ``created_at``."""
+    if created_at is None:
+        return True
+    reference = tomb_created or tomb_deleted
+    return reference is None or created_at <= reference
+
+
+def touch(task: Task) -> None:
+    """Record a change of the task: storage owes it a write."""
+    task.version += 1
+    task.dirty = True
+
+
+def upsert_task(session: Session, data: dict[str, Any], project_id: int | None) -> Task | None:
+    """Store a task's own fields; returns the live task, or None when a tombstone holds."""
+    task_id = data["id"]
+    created = normalise_ts(data.get("created_at"))
+    updated = normalise_ts(data.get("updated_at"))
+    project_id = data["project"] if isinstance(data.get("project"), int) else project_id
+    body = orjson.dumps({k: v for k, v in data.items() if k not in ("annotations", "completions")})
+    task = session.get(Task, task_id)
+    if task is None:
+        task = Task(
+            id=task_id,
+            project_id=project_id,
+            body=body,
+            created_at=created,
+            updated_at=updated,
+            deleted=False,
+            version=1,
+            written_version=0,
+            dirty=True,
+        )
+        session.add(task)
+    elif task.deleted:
+        if _tombstone_holds(created, task.created_at, task.deleted_at):
+            return None
+        _revive_task(session, task, body, project_id, created, updated)
+    elif _wins(updated, body, task.updated_at, task.body):
+        if _keeps_predictions(task, data):
+            body = orjson.dumps({**orjson.loads(body), "predictions": _stored(task, "predictions")})
+        if body != task.body or project_id != task.project_id:
+            task.body, task.project_id = body, project_id
+            touch(task)
+        task.updated_at = updated or task.updated_at
+        task.created_at = task.created_at or created
+    for annotation in data.get("annotations") or data.get("completions") or []:
+        upsert_annotation(session, annotation, task)
+    return task
+
+
+def _stored(task: Task, key: str) -> Any:
+    return orjson.loads(task.body).get(key, [])
+
+
+def _keeps_predictions(task: Task, incoming: dict[str, Any]) -> bool:
+    # Webhook tasks carry no predictions: do not let them erase ones a pull brought in.
+    return "predictions" not in incoming and bool(_stored(task, "predictions"))
+
+
+def _revive_task(session, task, body, project_id, created, updated) -> None:
+    """A new task reusing a deleted task's id (its old annotations stay tombstoned)."""
+    task.body, task.project_id, task.created_at, task.updated_at = (
+        body,
+        project_id,
+        created,
+        updated,
+    )
+    task.deleted, task.deleted_at = False, None
+    touch(task)
+
+
+def upsert_annotation(session: Session, data: dict[str, Any], task: Task) -> bool:
+    """Store an annotation version if it is newer; True when the stored state changed."""
+    ann_id = data["id"]
+    created = normalise_ts(data.get("created_at"))
+    updated = normalise_ts(data.get("updated_at"))
+    body = orjson.dumps({**data, "task": task.id})
+    row = session.get(Annotation, ann_id)
+    if row is None:
+        session.add(
+            Annotation(
+                id=ann_id,
+                task_id=task.id,
+                project_id=task.project_id,
+                body=body,
+                created_at=created,
+                updated_at=updated,
+                deleted=False,
+            )
+        )
+    elif row.deleted:
+        if _tombstone_holds(created, row.created_at, row.deleted_at):
+            return False
+        old_task = row.task_id
+        row.task_id, row.project_id, row.body = task.id, task.project_id, body
+        row.created_at, row.updated_at, row.deleted, row.deleted_at = created, updated, False, None
+        _touch_task_id(session, old_task)
+    elif row.task_id != task.id and _is_newer(created, row.created_at):
+        # A reused id now names an annotation of another task.
+        old_task = row.task_id
+        row.task_id, row.project_id, row.body = task.id, task.project_id, body
+        row.created_at, row.updated_at = created, updated
+        _touch_task_id(session, old_task)
+    elif row.task_id == task.id and _wins(updated, body, row.updated_at, row.body):
+        row.body, row.updated_at = body, updated
+        row.created_at = row.created_at or created
+    else:
+        return False
+    touch(task)
+    return True
+
+
+def _touch_task_id(session: Session, task_id: int) -> None:
+    task = session.get(Task, task_id)
+    if task is not None and not task.deleted:
+        touch(task)
+
+
+def delete_annotations(session: Session, ids: Iterable[int]) -> set[int]:
+    """Tombstone annotations by id; returns the ids of the tasks that changed."""
+    changed: set[int] = set()
+    stamp = now_ts()
+    for ann_id in ids:
+        row = session.get(Annotation, ann_id)
+        if row is None:
+            session.add(
+                Annotation(id=ann_id, task_id=0, body=b"{}", deleted=True, deleted_at=stamp)
+            )
+        elif not row.deleted:
+            row.deleted, row.deleted_at = True, stamp
+            _touch_task_id(session, row.task_id)
+            changed.add(row.task_id)
+    return changed
+
+
+def delete_tasks(session: Session, ids: Iterable[int], project_id: int | None) -> set[int]:
+    """Tombstone tasks (and their annotations, which Label Studio deletes silently)."""
+    changed: set[int] = set()
+    stamp = now_ts()
+    for task_id in ids:
+        task = session.get(Task, task_id)
+        if task is None:
+            session.add(
+                Task(
+                    id=task_id,
+                    project_id=project_id,
+                    body=b"{}",
+                    deleted=True,
+                    deleted_at=stamp,
+                    version=1,
+                    written_version=0,
+                    dirty=True,
+                )
+            )
+            continue
+        if task.deleted:
+            continue
+        task.deleted, task.deleted_at = True, stamp
+        touch(task)
+        session.execute(
+            update(Annotation)
+            .where(Annotation.task_id == task_id, Annotation.deleted.is_(False))
+            .values(deleted=True, deleted_at=stamp)
+        )
+        changed.add(task_id)
+    return changed
+
+
+def project_task_ids(session: Session, project_id: int) -> list[int]:
+    """Ids of a project's live tasks."""
+    query = select(Task.id).where(Task.project_id == project_id, Task.deleted.is_(False))
+    return list(session.scalars(query))
+
+
+def known_projects(session: Session) -> list[int]:
+    """Projects that have live tasks."""
+    query = select(Task.project_id).where(Task.deleted.is_(False), Task.project_id.is_not(None))
+    return list(session.scalars(query.group_by(Task.project_id)))
+
+
+def live_annotations(session: Session, task_ids: Iterable[int]) -> dict[int, list[dict]]:
+    """The live annotations of each task, oldest id first (one query for all tasks)."""
+    found: dict[int, list[dict]] = {task_id: [] for task_id in task_ids}
+    if found:
+        rows = session.execute(
+            select(Annotation.task_id, Annotation.body)
+            .where(Annotation.task_id.in_(found), Annotation.deleted.is_(False))
+            .order_by(Annotation.id)
+        )
+        for task_id, body in rows:
+            found[task_id].append(orjson.loads(body))
+    return found
+
+
+def task_document(task: Task, annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task as an entry of Label Studio's JSON export, with all its annotations."""
+    body = orjson.loads(task.body)
+    doc: dict[str, Any] = {
+        "id": task.id,
+        "annotations": annotations,
+        "drafts": body.get("drafts", []),
+        "predictions": body.get("predictions", []),
+    }
+    doc.update((k, v) for k, v in body.items() if k not in NESTED and k not in NOT_IN_EXPORT)
+    doc["total_annotations"] = sum(1 for a in annotations if not a.get("was_cancelled"))
+    doc["cancelled_annotations"] = sum(1 for a in annotations if a.get("was_cancelled"))
+    return doc
+
+
+def encode_task(doc: dict[str, Any]) -> bytes:
+    """The bytes of a task document as stored: same state, same bytes."""
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+
+
+def render_task(task: Task, annotations: list[dict[str, Any]]) -> bytes:
+    """The bytes of ``tasks/<id>.json``."""
+    return encode_task(task_document(task, annotations))
+
+
+def dirty_tasks(session: Session, project_id: int | None, limit: int) -> list[Task]:
+    """Tasks of one project (None: of no project) whose storage object is out of date."""
+    owner = Task.project_id.is_(None) if project_id is None else Task.project_id == project_id
+    query = select(Task).where(Task.dirty.is_(True), owner).order_by(Task.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def dirty_projects(session: Session) -> set[int | None]:
+    """Projects that have tasks whose storage object is out of date."""
+    query = select(Task.project_id).where(Task.dirty.is_(True)).group_by(Task.project_id)
+    return set(session.scalars(query))
+
+
+def mark_written(session: Session, written: list[tuple[int, int]]) -> None:
+    """Storage now holds these (task id, version)s, unless a task changed again meanwhile."""
+    if not written:
+        return
+    table = Task.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("tid"), table.c.version == bindparam("ver"))
+        .values(written_version=bindparam("ver"), dirty=False),
+        [{"tid": task_id, "ver": version} for task_id, version in written],
+    )
+
+
+def project_documents(session: Session, project_id: int, batch: int = 500):
+    """``(document, stored bytes)`` of every live task of a project, in id order, a batch of
+    rows at a time."""
+    last_id = 0
+    while tasks := list(
+        session.scalars(
+            select(Task)
+            .where(Task.project_id == project_id, Task.deleted.is_(False), Task.id > last_id)
+            .order_by(Task.id)
+            .limit(batch)
+        )
+    ):
+        annotations = live_annotations(session, [t.id for t in tasks])
+        for task in tasks:
+            doc = task_document(task, annotations[task.id])
+            yield doc, encode_task(doc)
+        last_id = tasks[-1].id
