@@ -1,0 +1,1 @@
+"""The HTTP edge: blueprints, authentication, request parsing. Domain logic lives in sync/."""

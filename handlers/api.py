@@ -1,0 +1,74 @@
+"""``/api/...``: project status and direct exports, behind ``Authorization: Token …``;
+``/openapi.json`` describes every route."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from handlers.auth import api_token_matches
+from handlers.errors import error
+from sync import exports, status
+from sync.exporters import exporter_names
+
+bp = Blueprint("api", __name__)
+OPENAPI = Path(__file__).resolve().parents[1] / "config" / "openapi.json"
+
+
+@bp.before_request
+def require_token():
+    if request.endpoint == "api.openapi":
+        return None
+    token = current_app.config["RUNTIME"].settings.api_token
+    if not api_token_matches(request, token):
+        return error(401, "unauthorized", "expected Authorization: Token <ANNOSYNC_API_TOKEN>")
+    return None
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return Response(OPENAPI.read_bytes(), mimetype="application/json")
+
+
+@bp.get("/api/projects/<int:project_id>/status")
+def project_status(project_id: int):
+    rt = current_app.config["RUNTIME"]
+    with rt.sessions() as session:
+        report = status.project_status(session, project_id)
+    return jsonify(report["projects"][0])
+
+
+@bp.get("/api/projects/<int:project_id>/export")
+def export(project_id: int):
+    """A zip of one format rendered from the stored tasks (streamed from a spool file)."""
+    fmt = (request.args.get("exportType") or "").upper()
+    if fmt not in exporter_names():
+        return error(
+            400, "invalid_export_type", f"exportType must be one of {', '.join(exporter_names())}"
+        )
+    rt = current_app.config["RUNTIME"]
+    spool = tempfile.TemporaryFile()  # noqa: SIM115  (closed by the streaming generator)
+    try:
+        exports.export_archive(rt, project_id, fmt, spool)
+    except BaseException:
+        spool.close()
+        raise
+    size = spool.tell()
+    spool.seek(0)
+
+    def stream():
+        with spool:
+            while chunk := spool.read(256 * 1024):
+                yield chunk
+
+    name = f"project-{project_id}-{fmt}.zip"
+    return Response(
+        stream(),
+        mimetype="application/zip",
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
+    )

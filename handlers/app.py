@@ -1,0 +1,23 @@
+"""The receiver's Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from config.settings import Settings
+from handlers import api, health, webhooks
+from handlers.errors import register_error_handlers
+from sync.runtime import Runtime
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
+    """A receiver for ``settings`` (blueprints: webhooks, health, api)."""
+    app = Flask("annosync")
+    app.config["RUNTIME"] = runtime or Runtime(settings)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    register_error_handlers(app)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    return app

@@ -1,0 +1,82 @@
+"""Webhook authentication: the shared-secret header, compared in constant time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+
+from flask import Request
+
+
+def secret_matches(request: Request, header: str, secrets: tuple[str, ...]) -> bool:
+    """Whether the request carries one of ``secrets`` in ``header``.
+
+    For ``Authorization`` the value is ``Bearer <secret>``; for any other header, the bare
+    secret. Every configured secret is compared (no early exit) so timing reveals nothing.
+    """
+    value = request.headers.get(header, "")
+    if header.lower() == "authorization":
+        scheme, _, value = value.partition(" ")
+        if scheme.lower() != "bearer":
+            value = ""
+    presented = value.strip().encode()
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(presented, secret.encode())
+    return matched and bool(presented)
+
+
+def api_token_matches(request: Request, token: str | None) -> bool:
+    """``Authorization: Token <token>`` for the ``/api/...`` routes."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "token":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+SIGNATURE_TOLERANCE_S = 300
+
+
+def _key(secret: str) -> bytes:
+    """Standard Webhooks secrets are ``whsec_<base64>``; others are used as UTF-8 bytes."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            pass
+    return secret.encode()
+
+
+def signature_valid(
+    request: Request, raw: bytes, secrets: tuple[str, ...], now: float | None = None
+) -> bool:
+    """A valid HMAC-SHA256 over the raw body, by Standard Webhooks or GitHub's scheme.
+
+    Standard Webhooks: ``webhook-signature: v1,<base64>`` (several, space-separated) over
+    ``<webhook-id>.<webhook-timestamp>.<body>``, timestamp within 300 s of now.
+    GitHub: ``X-Hub-Signature-256: sha256=<hex>`` over the body.
+    """
+    if not secrets:
+        return False
+    msg_id = request.headers.get("webhook-id", "")
+    stamp = request.headers.get("webhook-timestamp", "")
+    signatures = request.headers.get("webhook-signature", "")
+    github = request.headers.get("X-Hub-Signature-256", "")
+    valid = False
+    if msg_id and stamp.isdigit() and signatures:
+        fresh = abs((now or time.time()) - int(stamp)) <= SIGNATURE_TOLERANCE_S
+        content = f"{msg_id}.{stamp}.".encode() + raw
+        offered = [s.split(",", 1)[1].encode() for s in signatures.split() if s.startswith("v1,")]
+        for secret in secrets:
+            expected = base64.b64encode(hmac.new(_key(secret), content, hashlib.sha256).digest())
+            for candidate in offered:
+                valid |= hmac.compare_digest(candidate, expected)
+        valid = valid and fresh
+    if github.startswith("sha256="):
+        for secret in secrets:
+            expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+            valid |= hmac.compare_digest(github.encode(), expected.encode())
+    return valid

@@ -1,0 +1,93 @@
+"""``POST /webhooks/label-studio[/<project_id>]``: authenticate, check, record, queue.
+
+Order of checks: secret (401) → content type (415) → size (413) → JSON (400) → limits and
+schema (400, quarantined) → durable record (503 if impossible) → queue → 202.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.validation import Issue, validate_delivery
+from handlers.auth import secret_matches, signature_valid
+from handlers.errors import error
+from sync import intake
+from sync.payloads import item_count, json_depth
+
+log = logging.getLogger("annosync.webhooks")
+bp = Blueprint("webhooks", __name__)
+
+STATUS_ANSWER = {"pending": "queued", "duplicate": "duplicate", "ignored": "ignored"}
+
+
+@bp.post("/webhooks/label-studio")
+@bp.post("/webhooks/label-studio/<int:project_id>")
+def receive(project_id: int | None = None):
+    rt = current_app.config["RUNTIME"]
+    settings = rt.settings
+    shared = secret_matches(request, settings.webhook_header, settings.webhook_secrets)
+    if not shared and not settings.signing_secrets:
+        return _unauthorized(settings)
+    if request.mimetype != "application/json":
+        return error(415, "unsupported_media_type", "Content-Type must be application/json")
+    if (request.content_length or 0) > settings.max_body_bytes:
+        return _too_large(settings.max_body_bytes)
+    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH also caps chunked bodies
+    if not shared and not signature_valid(request, raw, settings.signing_secrets):
+        return _unauthorized(settings)  # the raw bytes are verified before any parsing
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return error(400, "invalid_json", f"body is not JSON: {exc}")
+    issues = _limit_issues(body, settings) or validate_delivery(body)
+    if issues:
+        return _reject(rt, body, raw, project_id, issues)
+    try:
+        recorded = intake.accept(rt, body, raw, project_id, request.headers.get("webhook-id"))
+    except SQLAlchemyError as exc:
+        log.error("cannot record delivery: %s", exc.__class__.__name__)
+        response = error(503, "unavailable", "cannot record the delivery now; retry")
+        response.headers["Retry-After"] = "5"
+        return response
+    answer = {"delivery_id": recorded.delivery_id, "status": STATUS_ANSWER[recorded.status]}
+    return jsonify(answer), 202
+
+
+def _unauthorized(settings):
+    how = f"the secret in the {settings.webhook_header} header"
+    if settings.signing_secrets:
+        how += " or a valid webhook signature"
+    return error(401, "unauthorized", f"missing or wrong credentials: expected {how}")
+
+
+def _too_large(limit: int):
+    return error(413, "payload_too_large", f"body larger than {limit} bytes")
+
+
+def _limit_issues(body, settings) -> list[Issue]:
+    if json_depth(body, settings.max_json_depth) > settings.max_json_depth:
+        return [Issue("$", f"JSON nested deeper than {settings.max_json_depth} levels", "maxDepth")]
+    if isinstance(body, dict) and (count := item_count(body)) > settings.max_items:
+        return [
+            Issue(
+                "$",
+                f"{count} tasks or annotations in one delivery; at most {settings.max_items}",
+                "maxItems",
+            )
+        ]
+    return []
+
+
+def _reject(rt, body, raw: bytes, project_id: int | None, issues: list[Issue]):
+    detail = [i.as_dict() for i in issues]
+    try:
+        quarantined = intake.quarantine(rt, body, raw, project_id, issues)
+    except SQLAlchemyError:
+        quarantined = None
+    response = jsonify({"error": "invalid_payload", "detail": detail, "quarantine_id": quarantined})
+    response.status_code = 400
+    return response
