@@ -1,0 +1,122 @@
+"""`annosync up` as a user runs it: a subprocess on a free port with a temp data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import delivery
+
+from sync.launcher import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def annosync_up(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOSYNC_", "REDIS_URL"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        try:
+            return requests.get(base + "/readyz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        _wait_for(ready, 30, "annosync up to be ready")
+        yield base, data_dir, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+
+
+def test_up_applies_a_captured_delivery_and_refuses_strangers(annosync_up):
+    base, data_dir, _proc = annosync_up
+    secret = (data_dir / "webhook-secret").read_text().strip()
+    body = json.dumps(delivery("03-ANNOTATION_CREATED"))
+    headers = {"Content-Type": "application/json"}
+
+    stranger = requests.post(base + "/webhooks/label-studio/1", data=body, headers=headers)
+    assert stranger.status_code == 401
+
+    sent = time.monotonic()
+    answer = requests.post(
+        base + "/webhooks/label-studio/1",
+        data=body,
+        headers={**headers, "Authorization": f"Bearer {secret}"},
+    )
+    assert answer.status_code == 202
+    target = data_dir / "bucket" / "tasks" / "1.json"
+    _wait_for(target.exists, 10, "tasks/1.json")
+    assert time.monotonic() - sent < 5
+    doc = json.loads(target.read_text())
+    assert [a["id"] for a in doc["annotations"]] == [1]
+    status = subprocess.run(
+        [sys.executable, "-m", "sync.cli", "deliveries", "list"],
+        env={**os.environ, "ANNOSYNC_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout.count("ANNOTATION_CREATED") == 1  # the stranger's was not recorded
+
+
+def test_up_stops_cleanly_on_ctrl_c(annosync_up):
+    base, data_dir, proc = annosync_up
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "/webhooks/label-studio/" in output
+    assert "Authorization: Bearer" in output
+    assert "Traceback" not in output
+    with pytest.raises(requests.ConnectionError):
+        requests.get(base + "/healthz", timeout=1)
+    assert not list(Path(data_dir).glob("bucket/tasks/.tmp-*"))
+
+
+def test_up_without_redis_says_how_to_install_it(tmp_path):
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no redis-server on this PATH
+    result = subprocess.run(
+        [sys.executable, "-m", "sync.cli", "up", "--data-dir", str(tmp_path / "d")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "annosync: redis-server is not installed: install it (sudo apt-get install "
+        "redis-server) or set REDIS_URL to a running Redis"
+    ]

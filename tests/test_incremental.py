@@ -1,0 +1,275 @@
+"""Kept-fresh exports: per-task outputs on each change, aggregates after; incremental == batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import orjson
+from conftest import SECRET, bucket, delivery, make_settings, run_worker
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis import Redis
+
+from sync import db, intake, jobs
+from sync.convert import context, convert
+from sync.runtime import Runtime
+
+PROJECT = delivery("15-PROJECT_UPDATED")["project"]  # label config v2 (adds Truck)
+PROJECT_V1 = delivery("03-ANNOTATION_CREATED")["project"]
+LABELS = ["Airplane", "Car", "Truck", "Bicycle"]  # Bicycle is not in the config
+
+
+def _send(rt: Runtime, body: dict) -> None:
+    raw = orjson.dumps(body)
+    intake.accept(rt, orjson.loads(raw), raw, None, webhook_id=uuid.uuid4().hex)
+
+
+def _tasks_created(ids, project: dict = PROJECT) -> dict:
+    base = delivery("01-TASKS_CREATED")
+    tasks = []
+    for n in ids:
+        t = dict(
+            base["tasks"][0], id=n, inner_id=n, data={"image": f"http://x/img/{n % 2}/photo.jpg"}
+        )  # basenames collide
+        tasks.append(t)
+    return {"action": "TASKS_CREATED", "tasks": tasks, "project": project}
+
+
+def _annotation(
+    ann_id: int, task_id: int, regions: list, stamp: int, project: dict = PROJECT
+) -> dict:
+    body = delivery("05-ANNOTATION_UPDATED")
+    result = []
+    for n, (kind, label, x, y) in enumerate(regions):
+        if kind == "box":
+            result.append(
+                {
+                    "id": f"r{n}",
+                    "type": "rectanglelabels",
+                    "from_name": "bbox",
+                    "to_name": "image",
+                    "original_width": 1280,
+                    "original_height": 720,
+                    "value": {
+                        "x": x,
+                        "y": y,
+                        "width": 10,
+                        "height": 5,
+                        "rotation": (x * 7) % 90,
+                        "rectanglelabels": [label],
+                    },
+                }
+            )
+        else:
+            result.append(
+                {
+                    "id": f"p{n}",
+                    "type": "polygonlabels",
+                    "from_name": "poly",
+                    "to_name": "image",
+                    "original_width": 1280,
+                    "original_height": 720,
+                    "value": {"points": [[x, y], [x + 5, y], [x, y + 5]], "polygonlabels": [label]},
+                }
+            )
+    ts = f"2026-11-22T00:{stamp // 60:02d}:{stamp % 60:02d}.000000Z"
+    body["annotation"].update(
+        id=ann_id,
+        task=task_id,
+        result=result,
+        updated_at=ts,
+        created_at="2026-11-22T00:00:00.000000Z",
+    )
+    body["task"].update(id=task_id, data={"image": f"http://x/img/{task_id % 2}/photo.jpg"})
+    body["project"] = project
+    return body
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    if not root.exists():
+        return {}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _assert_incremental_equals_batch(rt: Runtime, tmp: Path) -> None:
+    root = bucket(rt)
+    config = tmp / "config.xml"
+    config.write_text(PROJECT["label_config"])
+    exports = root / "exports" / "1"
+    for fmt, folder in (("YOLO", "yolo"), ("COCO", "coco")):
+        out = tmp / f"batch-{fmt}"
+        convert(
+            root / "tasks",
+            fmt,
+            out,
+            context(config, exports / "yolo" / "classes.txt"),
+            overwrite=True,
+        )
+        assert _tree(exports / folder) == _tree(out), fmt
+    out = tmp / "batch-MANIFEST"
+    convert(root / "tasks", "MANIFEST", out, context(config, None), overwrite=True)
+    assert (exports / "manifest.jsonl").read_bytes() == (out / "manifest.jsonl").read_bytes()
+
+
+region = st.tuples(
+    st.sampled_from(["box", "poly"]),
+    st.sampled_from(LABELS),
+    st.integers(0, 80),
+    st.integers(0, 80),
+)
+operation = st.one_of(
+    st.tuples(
+        st.just("annotate"), st.integers(1, 6), st.integers(1, 4), st.lists(region, max_size=3)
+    ),
+    st.tuples(st.just("delete_annotation"), st.integers(1, 6)),
+    st.tuples(st.just("delete_task"), st.integers(1, 4)),
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=st.lists(operation, min_size=1, max_size=12), drain_every=st.integers(1, 5))
+def test_incremental_exports_equal_batch_convert(redis_url, ops, drain_every):
+    Redis.from_url(redis_url).flushdb()  # each example starts from empty queues
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        url = f"sqlite:///{tmp}/a.db"
+        db.upgrade(url)
+        rt = Runtime(make_settings(tmp, url, redis_url))
+        jobs.set_runtime(rt)
+        _send(rt, {"action": "PROJECT_UPDATED", "project": PROJECT})
+        _send(rt, _tasks_created([1, 2, 3, 4]))
+        owner: dict[int, int] = {}
+        for n, op in enumerate(ops, start=1):
+            if op[0] == "annotate":
+                _, ann_id, task_id, regions = op
+                task_id = owner.setdefault(ann_id, task_id)  # an annotation keeps its task
+                _send(rt, _annotation(ann_id, task_id, regions, n))
+            elif op[0] == "delete_annotation":
+                _send(
+                    rt,
+                    {
+                        "action": "ANNOTATIONS_DELETED",
+                        "annotations": [{"id": op[1]}],
+                        "project": PROJECT,
+                    },
+                )
+            else:
+                _send(rt, {"action": "TASKS_DELETED", "tasks": [{"id": op[1]}], "project": PROJECT})
+            if n % drain_every == 0:
+                run_worker(rt)
+        run_worker(rt)
+        _assert_incremental_equals_batch(rt, tmp)
+        db.make_engine(url).dispose()
+
+
+def _setup(rt: Runtime) -> None:
+    _send(rt, {"action": "PROJECT_UPDATED", "project": PROJECT_V1})
+    _send(rt, _tasks_created([1, 2, 3], PROJECT_V1))
+    _send(rt, _annotation(1, 1, [("box", "Car", 10, 10)], 1, PROJECT_V1))
+    _send(rt, _annotation(2, 2, [("poly", "Airplane", 20, 20)], 2, PROJECT_V1))
+    run_worker(rt)
+
+
+def _state(rt: Runtime) -> dict:
+    return orjson.loads((bucket(rt) / "exports/1/_state.json").read_bytes())
+
+
+def test_one_change_rewrites_one_label_file_and_bumps_the_generation(runtime):
+    _setup(runtime)
+    labels = bucket(runtime) / "exports/1/yolo/labels"
+    before = {p.name: p.stat().st_mtime_ns for p in labels.iterdir()}
+    generation = _state(runtime)["generation"]
+    _send(runtime, _annotation(1, 1, [("box", "Car", 30, 30)], 3, PROJECT_V1))
+    run_worker(runtime)
+    after = {p.name: p.stat().st_mtime_ns for p in labels.iterdir()}
+    assert [name for name in after if after[name] != before[name]] == ["1__photo.txt"]
+    assert _state(runtime)["generation"] == generation + 1
+    run_worker(runtime)
+    assert _state(runtime)["generation"] == generation + 1  # nothing changed: no new one
+
+
+def test_a_new_label_in_the_config_is_appended_and_ids_do_not_move(runtime):
+    _setup(runtime)
+    yolo = bucket(runtime) / "exports/1/yolo"
+    labels_before = _tree(yolo / "labels")
+    assert (yolo / "classes.txt").read_text() == "Airplane\nCar\n"
+    _send(runtime, delivery("15-PROJECT_UPDATED"))  # adds Truck
+    run_worker(runtime)
+    assert (yolo / "classes.txt").read_text() == "Airplane\nCar\nTruck\n"
+    assert _tree(yolo / "labels") == labels_before
+
+
+def test_a_label_outside_the_config_is_appended(runtime):
+    _setup(runtime)
+    _send(runtime, _annotation(3, 3, [("box", "Bicycle", 1, 1)], 4, PROJECT_V1))
+    run_worker(runtime)
+    yolo = bucket(runtime) / "exports/1/yolo"
+    assert (yolo / "classes.txt").read_text() == "Airplane\nCar\nBicycle\n"
+    assert (yolo / "labels/3__photo.txt").read_text().startswith("2 ")
+
+
+def test_deleting_a_task_removes_its_outputs(runtime):
+    _setup(runtime)
+    _send(runtime, {"action": "TASKS_DELETED", "tasks": [{"id": 2}], "project": PROJECT_V1})
+    run_worker(runtime)
+    exports = bucket(runtime) / "exports/1"
+    assert sorted(p.name for p in (exports / "yolo/labels").iterdir()) == [
+        "1__photo.txt",
+        "3__photo.txt",
+    ]
+    manifest = [orjson.loads(line) for line in (exports / "manifest.jsonl").read_bytes().split()]
+    assert [m["task_id"] for m in manifest] == [1, 3]
+    coco = orjson.loads((exports / "coco/result.json").read_bytes())
+    assert [i["id"] for i in coco["images"]] == [1, 3]
+
+
+def test_manifest_hashes_the_task_files(runtime):
+    _setup(runtime)
+    import hashlib
+
+    root = bucket(runtime)
+    for line in (root / "exports/1/manifest.jsonl").read_bytes().splitlines():
+        item = orjson.loads(line)
+        raw = (root / item["key"]).read_bytes()
+        assert item["sha256"] == hashlib.sha256(raw).hexdigest()
+        assert item["bytes"] == len(raw)
+        assert item["split"] in {"train", "val", "test"}
+
+
+def test_rebuild_cli_restores_deleted_exports(runtime, tmp_path):
+    _setup(runtime)
+    exports = bucket(runtime) / "exports/1"
+    good = _tree(exports)
+    import shutil
+
+    shutil.rmtree(exports)
+    settings = runtime.settings
+    env = {
+        **os.environ,
+        "ANNOSYNC_DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "ANNOSYNC_STORAGE_URL": settings.storage_url,
+        "ANNOSYNC_WEBHOOK_SECRET": SECRET,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "sync.cli", "rebuild", "--project", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "3 tasks rendered" in result.stdout
+    rebuilt = _tree(exports)
+    state = orjson.loads(rebuilt.pop("_state.json"))
+    good_state = orjson.loads(good.pop("_state.json"))
+    assert rebuilt == good
+    assert state["generation"] == good_state["generation"]  # same content, same generation

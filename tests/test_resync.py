@@ -1,0 +1,274 @@
+"""Reconciliation on local and S3 storage: drift repaired, orphans removed, dry runs harmless."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+from conftest import (
+    FIXTURES,
+    SECRET,
+    Receiver,
+    captured_sequence,
+    delivery,
+    make_settings,
+    run_worker,
+)
+from lsfake import FakeLabelStudio
+from moto.server import ThreadedMotoServer
+from rq import Queue
+
+from sync import jobs
+from sync.launcher import free_port
+from sync.resync import resync_project
+from sync.runtime import Runtime
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_kind(request):
+    return request.param
+
+
+def _runtime(tmp_path, database_url, redis_url, kind, request, **extra) -> Runtime:
+    overrides = dict(extra)
+    if kind == "s3":
+        overrides["storage_url"] = request.getfixturevalue("s3_url")
+        overrides["s3_endpoint_url"] = request.getfixturevalue("s3_endpoint")
+    rt = Runtime(make_settings(tmp_path, database_url, redis_url, **overrides))
+    jobs.set_runtime(rt)
+    return rt
+
+
+def _feed(rt: Runtime, bodies) -> None:
+    r = Receiver(rt)
+    try:
+        for body in bodies:
+            assert r.post(body).status_code == 202
+        run_worker(rt)
+    finally:
+        r.close()
+
+
+def _objects(rt: Runtime) -> dict[str, bytes]:
+    return {key: rt.storage.get(key) for key in rt.storage.list("tasks/")}
+
+
+def _project_one(rt: Runtime) -> dict[str, bytes]:
+    _feed(rt, [b for n, b in captured_sequence() if n < "17"])
+    objects = _objects(rt)
+    assert set(objects) == {"tasks/1.json", "tasks/3.json"}
+    return objects
+
+
+def test_damaged_bucket_converges_and_dry_run_changes_nothing(
+    tmp_path, database_url, redis_url, storage_kind, request
+):
+    rt = _runtime(tmp_path, database_url, redis_url, storage_kind, request)
+    good = _project_one(rt)
+    rt.storage.delete("tasks/1.json")  # removed behind annosync's back
+    rt.storage.put("tasks/3.json", b'{"tampered": true}')
+    rt.storage.put("tasks/999.json", b"{}")  # a stray task file
+    rt.storage.put("tasks/notes.txt", b"junk")
+    damaged = _objects(rt)
+
+    dry = resync_project(rt, 1, dry_run=True)
+    assert (dry.written, dry.deleted, dry.unchanged) == (2, 2, 0)
+    assert dry.line() == "project 1: would write 2, would delete 2, unchanged 0"
+    assert _objects(rt) == damaged
+
+    fixed = resync_project(rt, 1)
+    assert (fixed.written, fixed.deleted, fixed.unchanged) == (2, 2, 0)
+    assert _objects(rt) == good
+    again = resync_project(rt, 1)
+    assert (again.written, again.deleted, again.unchanged) == (0, 0, 2)
+
+
+def test_other_projects_files_are_not_orphans(tmp_path, sqlite_url, redis_url):
+    rt = _runtime(tmp_path, sqlite_url, redis_url, "local", None)
+    _feed(rt, [delivery("01-TASKS_CREATED"), delivery("17-TASKS_CREATED")])
+    summary = resync_project(rt, 1)
+    assert summary.deleted == 0
+    assert set(_objects(rt)) == {"tasks/1.json", "tasks/2.json", "tasks/3.json", "tasks/4.json"}
+
+
+def test_resync_from_label_studio_applies_missed_changes(
+    tmp_path, database_url, redis_url, storage_kind, request
+):
+    export = json.loads((FIXTURES / "exports" / "project-1-JSON.json").read_text())
+    export[1]["data"]["external_id"] = "edited-in-label-studio"  # no webhook for data edits
+    new_task = copy.deepcopy(export[1])
+    new_task.update(id=99, inner_id=99, created_at="2026-11-21T23:23:00.000000Z")
+    export.append(new_task)  # imported with no webhook reaching us
+    fake = FakeLabelStudio(
+        "tok-123456", {1: delivery("15-PROJECT_UPDATED")["project"]}, {1: export}
+    )
+    rt = _runtime(
+        tmp_path,
+        database_url,
+        redis_url,
+        storage_kind,
+        request,
+        label_studio_url=fake.url,
+        label_studio_api_key="tok-123456",
+    )
+    try:
+        # Only up to annotation 3 on task 2: the deletes of annotation 1 and task 2 were missed.
+        _feed(rt, [b for n, b in captured_sequence() if n < "10"])
+        assert set(_objects(rt)) == {"tasks/1.json", "tasks/2.json", "tasks/3.json"}
+        summary = resync_project(rt, 1, from_labelstudio=True)
+    finally:
+        fake.close()
+    assert summary.pulled.tasks_seen == 3
+    assert summary.pulled.tasks_deleted == 1
+    assert summary.pulled.annotations_deleted == 1
+    objects = {k: orjson.loads(v) for k, v in _objects(rt).items()}
+    assert set(objects) == {"tasks/1.json", "tasks/3.json", "tasks/99.json"}
+    assert objects["tasks/3.json"]["data"]["external_id"] == "edited-in-label-studio"
+    assert [a["id"] for a in objects["tasks/1.json"]["annotations"]] == [2]
+    assert objects["tasks/1.json"] == export[0]
+
+
+def test_scheduled_resync_repairs_drift(tmp_path, sqlite_url, redis_url):
+    rt = _runtime(tmp_path, sqlite_url, redis_url, "local", None, resync_interval_s=3600)
+    _project_one(rt)
+    rt.storage.delete("tasks/3.json")
+    assert jobs.schedule_resyncs(rt) == 1
+    assert jobs.schedule_resyncs(rt) == 0  # not due again within the interval
+    run_worker(rt)
+    assert "tasks/3.json" in _objects(rt)
+
+
+def test_s3_outage_mid_stream_loses_nothing(tmp_path, sqlite_url, redis_url):
+    import boto3
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="outage")
+    rt = Runtime(
+        make_settings(
+            tmp_path, sqlite_url, redis_url, storage_url="s3://outage/p", s3_endpoint_url=endpoint
+        )
+    )
+    jobs.set_runtime(rt)
+    r = Receiver(rt)
+    try:
+        r.post(delivery("01-TASKS_CREATED"))
+        run_worker(rt)
+        server.stop()
+        r.post(delivery("03-ANNOTATION_CREATED"))
+        r.post(delivery("07-ANNOTATION_CREATED"))
+        run_worker(rt)  # the write fails: the job is failed and scheduled for a retry
+        queue = Queue(rt.settings.queue_name, connection=rt.worker_redis)
+        scheduled = [queue.fetch_job(i) for i in queue.scheduled_job_registry.get_job_ids()]
+        assert [j.func_name for j in scheduled] == ["sync.jobs.drain_project"]
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        assert jobs.sweep(rt, min_age_s=0) == 1  # files owed are known from the store
+        run_worker(rt)
+        doc = orjson.loads(rt.storage.get("tasks/1.json"))
+        assert [a["id"] for a in doc["annotations"]] == [1, 2]
+    finally:
+        r.close()
+        server.stop()
+
+
+def test_cli_resync_on_s3_end_to_end(tmp_path, sqlite_url, redis_url, s3_url, s3_endpoint):
+    env = {
+        **os.environ,
+        "ANNOSYNC_DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "ANNOSYNC_STORAGE_URL": s3_url,
+        "ANNOSYNC_S3_ENDPOINT_URL": s3_endpoint,
+        "ANNOSYNC_WEBHOOK_SECRET": SECRET,
+        "ANNOSYNC_DATA_DIR": str(tmp_path / "data"),
+    }
+    port = free_port()
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sync.cli",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rt = Runtime(
+        make_settings(
+            tmp_path, sqlite_url, redis_url, storage_url=s3_url, s3_endpoint_url=s3_endpoint
+        )
+    )
+    try:
+        import requests
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/webhooks/label-studio/1",
+            data=json.dumps(delivery("03-ANNOTATION_CREATED")),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"},
+        )
+        assert answer.status_code == 202
+        deadline = time.monotonic() + 10
+        while rt.storage.get("tasks/1.json") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        good = rt.storage.get("tasks/1.json")
+        assert good is not None
+    finally:
+        up.send_signal(2)
+        up.wait(20)
+
+    def resync(*flags: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "sync.cli", "resync", "--project", "1", *flags],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    rt.storage.delete("tasks/1.json")
+    rt.storage.put("tasks/5.json", b"stray")
+    assert resync("--dry-run") == "project 1: would write 1, would delete 1, unchanged 0"
+    assert rt.storage.get("tasks/1.json") is None
+    assert resync() == "project 1: written 1, deleted 1, unchanged 0"
+    assert rt.storage.get("tasks/1.json") == good
+    assert list(rt.storage.list("tasks/")) == ["tasks/1.json"]
+
+
+def test_cli_resync_errors_are_one_line(tmp_path, sqlite_url, redis_url):
+    env = {
+        **os.environ,
+        "ANNOSYNC_DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "ANNOSYNC_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "sync.cli", "resync", "--project", "1", "--from-labelstudio"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "annosync: --from-labelstudio needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
+    ]

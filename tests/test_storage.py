@@ -1,0 +1,131 @@
+"""The storage interface: the same suite against the local and the S3 backend."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import boto3
+import pytest
+
+from sync.storage import StorageError, UnsafeKeyError, open_storage
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    if request.param == "local":
+        return open_storage((tmp_path / "bucket").as_uri())
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return open_storage(request.getfixturevalue("s3_url"), endpoint_url=endpoint)
+
+
+def test_put_get_delete_list(storage):
+    storage.put("tasks/1.json", b'{"id": 1}')
+    storage.put("exports/1/coco/result.json", b"{}")
+    assert storage.get("tasks/1.json") == b'{"id": 1}'
+    assert sorted(storage.list()) == ["exports/1/coco/result.json", "tasks/1.json"]
+    assert list(storage.list("tasks/")) == ["tasks/1.json"]
+    storage.delete("tasks/1.json")
+    storage.delete("tasks/1.json")  # idempotent
+    assert storage.get("tasks/1.json") is None
+    assert list(storage.list("tasks/")) == []
+
+
+def test_digests_are_md5_of_the_content(storage):
+    storage.put("tasks/7.json", b"seven")
+    assert dict(storage.list_digests("tasks/")) == {
+        "tasks/7.json": hashlib.md5(b"seven").hexdigest()
+    }
+
+
+def test_put_replaces_the_whole_object(storage):
+    storage.put("tasks/1.json", b"old" * 1000)
+    storage.put("tasks/1.json", b"new")
+    assert storage.get("tasks/1.json") == b"new"
+    assert list(storage.list()) == ["tasks/1.json"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "/etc/passwd",
+        "../x",
+        "tasks/../../x",
+        "tasks//1.json",
+        "a/./b",
+        "a\\b",
+        "tasks/\x00.json",
+        "tasks/\n.json",
+    ],
+)
+def test_unsafe_keys_are_refused(storage, key):
+    with pytest.raises(UnsafeKeyError):
+        storage.put(key, b"x")
+    assert list(storage.list()) == []
+
+
+def test_check_passes_when_reachable(storage):
+    storage.check()
+
+
+def test_local_leaves_no_temp_files(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    for n in range(20):
+        storage.put("tasks/1.json", str(n).encode())
+    assert os.listdir(tmp_path / "bucket" / "tasks") == ["1.json"]
+
+
+def test_local_symlink_out_of_the_root_is_refused(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "bucket").mkdir()
+    (tmp_path / "bucket" / "link").symlink_to(outside)
+    with pytest.raises(StorageError):
+        storage.put("link/x.json", b"x")
+    assert not (outside / "x.json").exists()
+
+
+def test_local_write_failure_is_a_storage_error(tmp_path):
+    blocker = tmp_path / "bucket"
+    blocker.write_text("a file where the root folder should be")
+    storage = open_storage(blocker.as_uri())
+    with pytest.raises(StorageError):
+        storage.put("tasks/1.json", b"x")
+    with pytest.raises(StorageError):
+        storage.check()
+
+
+def test_s3_keys_live_under_the_prefix_with_json_content_type(s3_endpoint, s3_url):
+    storage = open_storage(s3_url, endpoint_url=s3_endpoint)
+    storage.put("tasks/1.json", b"{}")
+    bucket = s3_url.split("/")[2]
+    head = boto3.client("s3", endpoint_url=s3_endpoint).head_object(
+        Bucket=bucket, Key="some/prefix/tasks/1.json"
+    )
+    assert head["ContentType"] == "application/json"
+
+
+def test_s3_errors_are_storage_errors(s3_endpoint):
+    storage = open_storage("s3://no-such-bucket-here/x", endpoint_url=s3_endpoint)
+    with pytest.raises(StorageError) as err:
+        storage.put("tasks/1.json", b"x")
+    assert "NoSuchBucket" in str(err.value)
+    with pytest.raises(StorageError):
+        storage.check()
+    with pytest.raises(StorageError):
+        list(storage.list())
+
+
+def test_s3_unreachable_is_a_storage_error():
+    from sync.launcher import free_port
+
+    storage = open_storage("s3://b/x", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageError):
+        storage.get("tasks/1.json")
+
+
+def test_unknown_scheme_is_a_storage_error():
+    with pytest.raises(StorageError):
+        open_storage("gopher://bucket/x")
