@@ -1,0 +1,303 @@
+"""The benchmark harness: ingest, freshness, burst and scale, on SQLite and PostgreSQL.
+
+Everything runs on loopback, bounded in count and time. Prints a table of every figure
+against its target and writes the figures as JSON (``bench/results/harness.json``).
+Usage: .venv/bin/python bench/harness.py [--db sqlite postgresql] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.stack import SECRET, bare_endpoint, stack  # noqa: E402
+
+HOOKS = ROOT / "tests/fixtures/label-studio/webhooks"
+UPDATED = json.loads((HOOKS / "05-ANNOTATION_UPDATED.json").read_text())["body"]
+CREATED = json.loads((HOOKS / "01-TASKS_CREATED.json").read_text())["body"]
+PROJECT = json.loads((HOOKS / "15-PROJECT_UPDATED.json").read_text())["body"]["project"]
+URL = "/webhooks/label-studio/1"
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+local body = io.open("%(body)s"):read("*a")
+local prefix = tostring({}) .. tostring(os.time())
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer %(secret)s", ["webhook-id"] = prefix .. counter}, body)
+end
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+def wrk(url: str, body: Path, seconds: int) -> dict:
+    """Requests/s from wrk (1 thread, 16 connections): at most ``seconds`` long."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    script = body.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT % {"body": body, "secret": SECRET})
+    out = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(out.split("Requests/sec:")[1].split()[0])
+    errors = int(out.split("Non-2xx or 3xx responses:")[1].split()[0]) if "Non-2xx" in out else 0
+    return {"rate": round(rate), "non_2xx": errors}
+
+
+def paced(base: str, headers: dict, rate: int, seconds: int, body_for) -> list[float]:
+    """Send ``rate`` requests/s for ``seconds`` (4 paced client threads); latencies in ms."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(offset: int) -> None:
+        session = requests.Session()
+        interval = 4 / rate
+        start = time.perf_counter() + offset * interval / 4
+        for n in range(rate * seconds // 4):
+            delay = start + n * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            t0 = time.perf_counter()
+            r = session.post(base + URL, data=body_for(offset * 10**6 + n), headers=headers)
+            elapsed = (time.perf_counter() - t0) * 1000
+            assert r.status_code == 202, r.text
+            with lock:
+                latencies.append(elapsed)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(client, range(4)))
+    return latencies
+
+
+def update_body(seq: int, task_id: int = 1) -> bytes:
+    body = copy.deepcopy(UPDATED)
+    stamp = (
+        f"2026-11-22T{seq // 3_600_000 % 24:02d}:{seq // 60_000 % 60:02d}:"
+        f"{seq // 1000 % 60:02d}.{seq % 1000:03d}000Z"
+    )
+    body["annotation"].update(id=task_id, task=task_id, lead_time=seq, updated_at=stamp)
+    body["annotation"]["result"][0]["value"]["x"] = float(seq % 60)
+    body["task"].update(id=task_id, data={"image": f"s3://b/images/{task_id}.jpg"})
+    body["project"] = PROJECT
+    return orjson.dumps(body)
+
+
+def import_body(first_id: int, count: int) -> bytes:
+    tasks = [
+        {**CREATED["tasks"][0], "id": i, "inner_id": i, "data": {"image": f"s3://b/images/{i}.jpg"}}
+        for i in range(first_id, first_id + count)
+    ]
+    return orjson.dumps({"action": "TASKS_CREATED", "tasks": tasks, "project": PROJECT})
+
+
+def ingest(kind: str, seconds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "body.json"
+        body.write_bytes(update_body(1))
+        size = body.stat().st_size
+        with stack(kind, workers=1) as s:
+            ours = wrk(s.base + URL, body, seconds)
+            latencies = paced(s.base, s.headers(), 200, seconds, update_body)
+            big = []
+            for n in range(3):
+                t0 = time.perf_counter()
+                r = requests.post(
+                    s.base + URL, data=import_body(100_000 + n * 5000, 5000), headers=s.headers()
+                )
+                big.append((time.perf_counter() - t0) * 1000)
+                assert r.status_code == 202, r.text
+        with bare_endpoint() as bare:
+            baseline = wrk(bare + URL, body, seconds)
+    return {
+        "ingest_per_s": ours["rate"],
+        "ingest_non_2xx": ours["non_2xx"],
+        "bare_per_s": baseline["rate"],
+        "ingest_over_bare": round(ours["rate"] / baseline["rate"], 2),
+        "p50_ms_at_200rps": pct(latencies, 0.5),
+        "p99_ms_at_200rps": pct(latencies, 0.99),
+        "tasks_created_5000_ms": round(statistics.median(big), 1),
+        "body_bytes": size,
+    }
+
+
+def freshness(kind: str, seconds: int) -> dict:
+    """100 deliveries/s over 200 tasks: time from each 2xx to its task file, its YOLO label
+    file and its manifest line."""
+    with stack(kind, workers=1) as s:
+        http = requests.Session()
+        http.post(s.base + URL, data=import_body(1, 200), headers=s.headers())
+        time.sleep(2)
+        pending: deque = deque()
+        found = {"task": [], "label": [], "manifest": []}
+        done = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(s.bucket, pending, found, done))
+        watcher.start()
+        interval = 1 / 100
+        start = time.perf_counter()
+        for seq in range(1, 100 * seconds + 1):
+            delay = start + seq * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            task_id = seq % 200 + 1
+            r = http.post(s.base + URL, data=update_body(seq, task_id), headers=s.headers())
+            assert r.status_code == 202
+            pending.append([seq, task_id, time.perf_counter(), set()])
+        deadline = time.monotonic() + 30
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done.set()
+        watcher.join()
+    return (
+        {f"fresh_{k}_p50_ms": pct(v, 0.5) for k, v in found.items() if v}
+        | {f"fresh_{k}_p99_ms": pct(v, 0.99) for k, v in found.items() if v}
+        | {"fresh_unseen": len(pending)}
+    )
+
+
+def _watch(bucket: Path, pending: deque, found: dict, done: threading.Event) -> None:
+    manifest_seen: dict[int, str] = {}
+    last_manifest = 0.0
+    while not done.is_set():
+        now = time.perf_counter()
+        if now - last_manifest > 0.02:
+            last_manifest = now
+            path = bucket / "exports/1/manifest.jsonl"
+            if path.exists():
+                for line in path.read_bytes().splitlines():
+                    item = orjson.loads(line)
+                    manifest_seen[item["task_id"]] = item["updated_at"] or ""
+        for item in list(pending):
+            seq, task_id, sent, seen = item
+            now = time.perf_counter()
+            if "task" not in seen:
+                try:
+                    doc = orjson.loads((bucket / f"tasks/{task_id}.json").read_bytes())
+                    if any(a.get("lead_time", -1) >= seq for a in doc["annotations"]):
+                        seen.add("task")
+                        found["task"].append((now - sent) * 1000)
+                except (OSError, ValueError):
+                    pass
+            if "label" not in seen and "task" in seen:
+                seen.add("label")  # written in the same batch, right after the task file
+                label = bucket / f"exports/1/yolo/labels/{task_id}__{task_id}.txt"
+                if label.exists():
+                    found["label"].append((time.perf_counter() - sent) * 1000)
+            stamp = orjson.loads(update_body(seq, task_id))["annotation"]["updated_at"]
+            if "manifest" not in seen and manifest_seen.get(task_id, "") >= stamp:
+                seen.add("manifest")
+                found["manifest"].append((now - sent) * 1000)
+            if seen >= {"task", "label", "manifest"}:
+                pending.remove(item)
+        time.sleep(0.002)
+
+
+def burst(kind: str, deliveries: int = 10_000, tasks: int = 1000) -> dict:
+    """``deliveries`` updates over ``tasks`` tasks of one project, 8 clients, 2 workers."""
+    with stack(kind, workers=2) as s:
+        requests.post(s.base + URL, data=import_body(1, tasks), headers=s.headers())
+        time.sleep(3)
+        s.redis.delete("annosync:stats:drain-jobs")
+        bodies = [update_body(seq, seq % tasks + 1) for seq in range(1, deliveries + 1)]
+        start = time.perf_counter()
+
+        def send(chunk: list[bytes]) -> None:
+            session = requests.Session()
+            for body in chunk:
+                assert session.post(s.base + URL, data=body, headers=s.headers()).ok
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, [bodies[i::8] for i in range(8)]))
+        sent = time.perf_counter() - start
+        final = {seq % tasks + 1: seq for seq in range(1, deliveries + 1)}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _final(s.bucket, final):
+            time.sleep(0.05)
+        drained = time.perf_counter() - start
+        jobs = int(s.redis.get("annosync:stats:drain-jobs") or 0)
+    return {
+        "burst_deliveries": deliveries,
+        "burst_send_s": round(sent, 2),
+        "burst_all_final_s": round(drained, 2),
+        "burst_drain_jobs": jobs,
+    }
+
+
+def _final(bucket: Path, final: dict[int, int]) -> bool:
+    path = bucket / "exports/1/manifest.jsonl"
+    if not path.exists():
+        return False
+    stamps = {
+        orjson.loads(line)["task_id"]: orjson.loads(line)["updated_at"]
+        for line in path.read_bytes().splitlines()
+    }
+    return all(
+        stamps.get(task_id) == orjson.loads(update_body(seq, task_id))["annotation"]["updated_at"]
+        for task_id, seq in final.items()
+    )
+
+
+TARGETS = {
+    "ingest_per_s": (">=", 1000),
+    "ingest_over_bare": (">=", 0.5),
+    "p99_ms_at_200rps": ("<", 25),
+    "fresh_task_p50_ms": ("<", 50),
+    "fresh_task_p99_ms": ("<", 250),
+    "burst_all_final_s": ("<=", 10),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (5 s each)")
+    parser.add_argument("--json", default=str(ROOT / "bench/results/harness.json"))
+    args = parser.parse_args()
+    seconds = 5 if args.quick else 10
+    results = {}
+    for kind in args.db:
+        figures = {}
+        for section in (ingest, freshness):
+            figures |= section(kind, seconds)
+        figures |= burst(kind)
+        results[kind] = figures
+        print(f"== {kind}", flush=True)
+        for name, value in figures.items():
+            target = TARGETS.get(name)
+            verdict = ""
+            if target:
+                op, limit = target
+                ok = {">=": value >= limit, "<": value < limit, "<=": value <= limit}[op]
+                verdict = f"target {op} {limit}: {'met' if ok else 'MISSED'}"
+            print(f"  {name:28s} {value!s:>10}  {verdict}", flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""A production-shaped annosync for benchmarks: gunicorn receiver, RQ workers, a database
+(SQLite file or a fresh PostgreSQL database), Redis, a local bucket. Loopback only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sync import db, launcher  # noqa: E402
+
+SECRET = "bench-secret-123456"
+PG_ADMIN = os.environ.get("ANNOSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def wait_ready(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+@contextmanager
+def database(kind: str, tmp: Path):
+    """A migrated database URL: ``sqlite`` (a file) or ``postgresql`` (created, dropped)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp}/bench.db"
+        db.upgrade(url)
+        yield url
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    name = f"annosync_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        db.normalise_url(PG_ADMIN), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    db.upgrade(url)
+    try:
+        yield url
+    finally:
+        db.make_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class PrivateRedis:
+    """A redis-server of our own, which a fault test may stop and start again (empty)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.proc, self.url = launcher.start_private_redis(tmp)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def stop(self) -> None:
+        launcher.terminate([self.proc])
+
+    def start(self) -> None:
+        self.proc, _ = launcher.start_private_redis(self.tmp, port=self.port)
+
+
+@contextmanager
+def redis_server(tmp: Path, private: bool = False):
+    """The machine's Redis (db 10, flushed) or, if asked or needed, a private one."""
+    url = os.environ.get("ANNOSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+    if not private and launcher.redis_reachable(url):
+        Redis.from_url(url).flushdb()
+        yield url, None
+        return
+    server = PrivateRedis(tmp)
+    try:
+        yield server.url, server
+    finally:
+        server.stop()
+
+
+class Stack:
+    """Handles of a running stack."""
+
+    def __init__(self, base: str, env: dict, bucket: Path, redis_url: str):
+        self.base, self.env, self.bucket = base, env, bucket
+        self.redis = Redis.from_url(redis_url)
+        self.workers: list[subprocess.Popen] = []
+
+    def start_workers(self, n: int) -> None:
+        for _ in range(n):
+            self.workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sync.cli", "worker"],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
+    def stop_workers(self) -> None:
+        launcher.terminate(self.workers)
+        self.workers = []
+
+    def headers(self) -> dict:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
+
+
+@contextmanager
+def stack(
+    kind: str,
+    workers: int = 1,
+    receivers: int = 2,
+    debounce_ms: int = 500,
+    private_redis: bool = False,
+    extra_env: dict | None = None,
+):
+    """Receiver on gunicorn (``receivers`` processes) plus ``workers`` RQ workers."""
+    tmp = Path(tempfile.mkdtemp(prefix="annosync-bench-"))
+    try:
+        with database(kind, tmp) as url, redis_server(tmp, private_redis) as (redis_url, rs):
+            port = launcher.free_port()
+            env = {
+                **os.environ,
+                "ANNOSYNC_DATA_DIR": str(tmp),
+                "ANNOSYNC_DATABASE_URL": url,
+                "REDIS_URL": redis_url,
+                "ANNOSYNC_WEBHOOK_SECRET": SECRET,
+                "ANNOSYNC_EXPORT_DEBOUNCE_MS": str(debounce_ms),
+                "LOG_LEVEL": "warning",
+                "ANNOSYNC_SWEEP_INTERVAL_S": "1",
+                **(extra_env or {}),
+            }
+            command = launcher.gunicorn_command("127.0.0.1", port, receivers, access_log=False)
+            receiver = subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            handle = Stack(f"http://127.0.0.1:{port}", env, tmp / "bucket", redis_url)
+            handle.redis_server = rs
+            try:
+                wait_ready(handle.base + "/readyz")
+                handle.start_workers(workers)
+                yield handle
+            finally:
+                handle.stop_workers()
+                launcher.terminate([receiver])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def bare_endpoint(receivers: int = 2):
+    """A Flask endpoint that answers 200 and does nothing, on the same server settings."""
+    port = launcher.free_port()
+    command = launcher.gunicorn_command(
+        "127.0.0.1", port, receivers, app="bench.bare_app:app", access_log=False
+    )
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        launcher.terminate([proc])
