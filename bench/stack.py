@@ -23,6 +23,18 @@ from sync import db, launcher  # noqa: E402
 
 SECRET = "bench-secret-123456"
 PG_ADMIN = os.environ.get("ANNOSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Set to a folder to keep the receiver's and workers' logs (diagnosing a failed fault test).
+LOG_DIR = os.environ.get("ANNOSYNC_BENCH_LOG_DIR")
+
+
+def _log_sink(name: str):
+    """Where a stack process writes its output: a file under LOG_DIR, or nowhere."""
+    if not LOG_DIR:
+        return subprocess.DEVNULL
+    Path(LOG_DIR).mkdir(parents=True, exist_ok=True)
+    return open(
+        Path(LOG_DIR) / f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}.log", "ab"
+    )
 
 
 def wait_ready(url: str, timeout_s: float = 30) -> None:
@@ -105,13 +117,14 @@ class Stack:
 
     def start_workers(self, n: int) -> None:
         for _ in range(n):
+            sink = _log_sink("worker")
             self.workers.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "sync.cli", "worker"],
                     env=self.env,
                     cwd=ROOT,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
                 )
             )
 
@@ -144,13 +157,14 @@ def stack(
                 "REDIS_URL": redis_url,
                 "ANNOSYNC_WEBHOOK_SECRET": SECRET,
                 "ANNOSYNC_EXPORT_DEBOUNCE_MS": str(debounce_ms),
-                "LOG_LEVEL": "warning",
+                "LOG_LEVEL": "info" if LOG_DIR else "warning",
                 "ANNOSYNC_SWEEP_INTERVAL_S": "1",
                 **(extra_env or {}),
             }
             command = launcher.gunicorn_command("127.0.0.1", port, receivers, access_log=False)
+            sink = _log_sink("receiver")
             receiver = subprocess.Popen(
-                command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                command, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT
             )
             handle = Stack(f"http://127.0.0.1:{port}", env, tmp / "bucket", redis_url)
             handle.redis_server = rs

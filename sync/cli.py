@@ -109,6 +109,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# RQ's scheduler (delayed jobs, retries with a back-off) dies with a Redis outage and only
+# the worker's maintenance pass starts it again: run that pass often, not every 10 minutes.
+MAINTENANCE_S = 15
+
+
 def _work_through_outages(queues: list[str], rt: Runtime, burst: bool) -> None:
     """Run the RQ worker; if Redis goes away under it, wait and start a new one instead of
     exiting (the inbox keeps what is owed, the sweep queues it again once Redis is back)."""
@@ -116,9 +121,12 @@ def _work_through_outages(queues: list[str], rt: Runtime, burst: bool) -> None:
 
     delay = 0.5
     while True:
-        # SimpleWorker runs jobs in-process: no fork per job (drains are short and many).
-        worker = SimpleWorker(queues, connection=rt.worker_redis)
         try:
+            # SimpleWorker runs jobs in-process: no fork per job (drains are short and many).
+            # Building one talks to Redis, so it belongs inside the outage handling too.
+            worker = SimpleWorker(
+                queues, connection=rt.worker_redis, maintenance_interval=MAINTENANCE_S
+            )
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
             return
         except RedisError as exc:

@@ -72,3 +72,15 @@ def is_current(url: str) -> bool:
     head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision() == head
+
+
+def begin_writing(session: Session) -> None:
+    """Take SQLite's write lock now, for a transaction that reads before it writes.
+
+    Without it, savepoints start a deferred transaction whose first write fails at once with
+    "database is locked" when another connection committed after its first read (WAL cannot
+    upgrade a stale snapshot, and the busy timeout does not apply). PostgreSQL: a no-op.
+    """
+    conn = session.connection()
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config.settings import load_settings
-from sync import events, exports, inbox, store
+from sync import db, events, exports, inbox, store
 from sync.labelstudio import LabelStudioError
 from sync.locks import ProjectLock
 from sync.models import Delivery
@@ -168,6 +168,7 @@ def _apply_pending(rt: Runtime, project_id: int | None, lock) -> int:
     with rt.sessions() as session:
         while batch := inbox.pending_batch(session, project_id, BATCH, skip):
             pulls = [d for d in batch if _is_pull(d)]
+            db.begin_writing(session)
             for delivery in batch:
                 if delivery in pulls:
                     continue

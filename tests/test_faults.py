@@ -220,7 +220,8 @@ def _send_all(base: str, headers: dict, sends: list[bytes], clients: int) -> lis
 
 def _wait_converged(url: str, limit_s: float = 120) -> float:
     started = time.monotonic()
-    while not _converged(url) and time.monotonic() - started < limit_s:
+    while not _converged(url):
+        assert time.monotonic() - started < limit_s, f"not converged after {limit_s} s"
         time.sleep(0.2)
     return time.monotonic() - started
 
@@ -236,6 +237,7 @@ def test_redis_restarted_empty_mid_stream_loses_nothing(tmp_path, redis_url):
         s.redis_server.start()  # a fresh, empty Redis
         url = s.env["ANNOSYNC_DATABASE_URL"]
         converge_s = _wait_converged(url)
+        assert all(w.poll() is None for w in s.workers), "a worker exited with the outage"
         statuses = _statuses(url)
         got = _tasks(s.bucket)
         _assert_exports_equal_convert(s.bucket, tmp_path)
