@@ -11,7 +11,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from handlers.auth import api_token_matches
 from handlers.errors import error
 from sync import exports, status
-from sync.exporters import exporter_names
+from sync.exporters import exporter_names, get_exporter
+from sync.exporters.capabilities import list_formats, unfit_reason
 
 bp = Blueprint("api", __name__)
 OPENAPI = Path(__file__).resolve().parents[1] / "config" / "openapi.json"
@@ -40,6 +41,15 @@ def project_status(project_id: int):
     return jsonify(report["projects"][0])
 
 
+@bp.get("/api/projects/<int:project_id>/export/formats")
+def export_formats(project_id: int):
+    """Every format, ``disabled`` (with the reason) where the project's config does not fit."""
+    rt = current_app.config["RUNTIME"]
+    with rt.sessions() as session:
+        config = exports.project_config(session, project_id)
+    return jsonify({"project": project_id, "formats": list_formats(config)})
+
+
 @bp.get("/api/projects/<int:project_id>/export")
 def export(project_id: int):
     """A zip of one format rendered from the stored tasks (streamed from a spool file)."""
@@ -49,6 +59,10 @@ def export(project_id: int):
             400, "invalid_export_type", f"exportType must be one of {', '.join(exporter_names())}"
         )
     rt = current_app.config["RUNTIME"]
+    with rt.sessions() as session:
+        reason = unfit_reason(get_exporter(fmt), exports.project_config(session, project_id))
+    if reason:
+        return error(400, "format_does_not_fit", reason)
     spool = tempfile.TemporaryFile()  # noqa: SIM115  (closed by the streaming generator)
     try:
         exports.export_archive(rt, project_id, fmt, spool)

@@ -20,6 +20,7 @@ from config.settings import Settings, SettingsError, load_settings, settings_mar
 from config.validation import validate_delivery
 from sync import convert, db, exports, inbox, jobs, launcher, status
 from sync.exporters import exporter_names
+from sync.exporters.capabilities import list_formats
 from sync.labelstudio import LabelStudioError
 from sync.locks import ProjectBusy, ProjectLock
 from sync.logs import configure_logging
@@ -221,6 +222,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
     incremental path."""
     settings = _settings()
     ctx = convert.context(args.config, args.classes, settings.split)
+    if args.list_formats:
+        return _print_formats(ctx.config)
+    missing = [
+        flag
+        for flag, value in (
+            ("INPUT", args.input),
+            ("-f FORMAT", args.format),
+            ("-o OUTPUT", args.output),
+        )
+        if value is None
+    ]
+    if missing:
+        raise UsageError(f"convert needs {', '.join(missing)} (or --list-formats)")
     bar = Progress(f"convert {args.input.name} to {args.format}")
     try:
         summary = convert.convert(
@@ -232,6 +246,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"{summary.tasks} tasks converted to {args.format.upper()} in {args.output} "
         f"({summary.files} files, {len(summary.classes)} classes)"
     )
+    return 0
+
+
+def _print_formats(config) -> int:
+    for entry in list_formats(config):
+        state = f"disabled: {entry['reason']}" if entry["disabled"] else entry["title"]
+        print(f"{entry['name']:15} {state}")
     return 0
 
 
@@ -308,9 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("--dry-run", action="store_true", help="report, change nothing")
     cv = add("convert", cmd_convert, "convert a Label Studio export to a training format")
-    cv.add_argument("input", type=Path, help="JSON export, JSONL file or folder of <id>.json")
-    cv.add_argument("-f", "--format", required=True, help=", ".join(exporter_names()))
-    cv.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    cv.add_argument(
+        "input", type=Path, nargs="?", help="JSON export, JSONL file or folder of <id>.json"
+    )
+    cv.add_argument("-f", "--format", help=", ".join(exporter_names()))
+    cv.add_argument("-o", "--output", type=Path, help="output folder")
+    cv.add_argument(
+        "--list-formats",
+        action="store_true",
+        help="list the formats (with -c: which fit the config, and why not)",
+    )
     cv.add_argument("-c", "--config", type=Path, help="label config XML (else inferred)")
     cv.add_argument("--classes", type=Path, help="existing classes.txt whose ids to keep")
     cv.add_argument("--overwrite", action="store_true", help="replace a non-empty output")

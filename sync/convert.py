@@ -20,12 +20,8 @@ import orjson
 
 from config.validation import task_shape_problem
 from sync.exporters import ExportContext, get_exporter
-from sync.exporters.regions import (
-    DEFAULT_SPLIT,
-    config_classes,
-    extend_classes,
-    image_object_value,
-)
+from sync.exporters.capabilities import unfit_reason
+from sync.exporters.regions import DEFAULT_SPLIT, context_from_config
 from sync.jsonstream import JSONStreamError, iter_array
 from sync.labelconfig import LabelConfigError, parse_label_config
 from sync.storage import check_key
@@ -101,19 +97,7 @@ def context(config: Path | None, classes: Path | None, split=DEFAULT_SPLIT) -> E
             known = [line for line in classes.read_text().splitlines() if line]
         except (OSError, UnicodeDecodeError) as exc:
             raise ConvertError(f"{classes}: {exc}") from None
-    keypoints = [
-        label
-        for c in (parsed or {}).get("controls", [])
-        if c["type"] == "KeyPointLabels"
-        for label in c["labels"]
-    ]
-    return ExportContext(
-        0,
-        extend_classes(known, config_classes(parsed)),
-        image_object_value(parsed),
-        split,
-        keypoints,
-    )
+    return context_from_config(0, known, parsed, split)
 
 
 def convert(
@@ -129,6 +113,9 @@ def convert(
         exporter = get_exporter(fmt)
     except KeyError as exc:
         raise ConvertError(str(exc.args[0])) from None
+    reason = unfit_reason(exporter, ctx.config)
+    if reason:
+        raise ConvertError(reason)
     if not source.exists():
         raise ConvertError(f"{source}: no such file or folder")
     if out.exists() and not out.is_dir():

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from sync import store
 from sync.exporters import ExportContext, get_exporter
-from sync.exporters.regions import config_classes, extend_classes, image_object_value
+from sync.exporters.capabilities import unfit_reason
+from sync.exporters.regions import context_from_config
 from sync.models import Annotation, ExportFragment, Project, Task
 from sync.runtime import Runtime
 from sync.storage import put_many
@@ -61,15 +62,21 @@ def context_for(session: Session, project_id: int, split) -> ExportContext:
     project = _project(session, project_id)
     parsed = orjson.loads(project.parsed_config) if project.parsed_config else None
     classes = orjson.loads(project.classes) if project.classes else []
-    classes = extend_classes(classes, config_classes(parsed))
-    project.classes = orjson.dumps(classes).decode()
-    keypoints = [
-        label
-        for c in (parsed or {}).get("controls", [])
-        if c["type"] == "KeyPointLabels"
-        for label in c["labels"]
-    ]
-    return ExportContext(project_id, classes, image_object_value(parsed), split, keypoints)
+    ctx = context_from_config(project_id, classes, parsed, split)
+    project.classes = orjson.dumps(ctx.classes).decode()
+    return ctx
+
+
+def project_config(session: Session, project_id: int) -> dict[str, Any] | None:
+    """The project's parsed label config, when annosync has seen it."""
+    project = session.get(Project, project_id)
+    return orjson.loads(project.parsed_config) if project and project.parsed_config else None
+
+
+def fitting_formats(names, ctx: ExportContext) -> list[str]:
+    """The kept-fresh formats the project's label config can be exported to (a format that
+    does not fit would only produce empty files)."""
+    return [name for name in names if unfit_reason(get_exporter(name), ctx.config) is None]
 
 
 def update_tasks(
@@ -87,7 +94,8 @@ def update_tasks(
         return
     ctx = context_for(session, project_id, rt.settings.split)
     changed = sum(
-        _render(rt, session, get_exporter(name), ctx, tasks, deleted, force) for name in formats
+        _render(rt, session, get_exporter(name), ctx, tasks, deleted, force)
+        for name in fitting_formats(formats, ctx)
     )
     project = _project(session, project_id)
     project.export_changes += changed
@@ -224,7 +232,8 @@ def write_aggregates(rt: Runtime, project_id: int) -> int:
     with rt.sessions() as session:
         ctx = context_for(session, project_id, rt.settings.split)
         digest = hashlib.sha256()
-        for name in rt.settings.export_formats:
+        formats = fitting_formats(rt.settings.export_formats, ctx)
+        for name in formats:
             exporter = get_exporter(name)
             fragments = session.scalars(
                 select(ExportFragment.fragment)
@@ -243,7 +252,7 @@ def write_aggregates(rt: Runtime, project_id: int) -> int:
         project.export_digest, project.export_changes = digest.hexdigest(), 0
         rt.storage.put(
             export_root(project_id, "") + "_state.json",
-            _state(session, project, rt.settings.export_formats),
+            _state(session, project, formats),
         )
         session.commit()
         return project.export_generation

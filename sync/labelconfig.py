@@ -109,4 +109,5 @@ def _control(element: ET.Element) -> dict[str, Any]:
         "to_name": [n for n in (element.get("toName") or "").split(",") if n],
         "labels": labels,
         "categories": categories,
+        "choice": element.get("choice") or "single",
     }

@@ -8,8 +8,9 @@ from functools import cached_property
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from sync.db import session_factory
+from sync.exporters import exporter_names
 from sync.labelstudio import LabelStudioClient
 from sync.storage import StorageBackend, open_storage
 
@@ -20,6 +21,14 @@ class Runtime:
 
     settings: Settings
     _overrides: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.settings.export_formats if f not in exporter_names()]
+        if unknown:
+            raise SettingsError(
+                f"ANNOSYNC_EXPORT_FORMATS: unknown format {unknown[0]!r}; "
+                f"known: {', '.join(exporter_names())}"
+            )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -100,3 +100,25 @@ def test_configure_logging_puts_the_filter_on_every_handler():
         any(isinstance(f, RedactingFilter) and "another-secret-1" in f.secrets for f in h.filters)
         for h in handlers
     )
+
+
+def test_export_formats_say_which_fit_the_project_config(api):
+    response = api.get(
+        "/api/projects/1/export/formats", headers={"Authorization": f"Token {TOKEN}"}
+    )
+    assert response.status_code == 200
+    formats = {f["name"]: f for f in response.json()["formats"]}
+    assert not formats["YOLO"]["disabled"] and not formats["VOC"]["disabled"]
+    assert formats["CONLL2003"]["disabled"]
+    assert "Labels" in formats["CONLL2003"]["reason"]
+    assert formats["ASR_MANIFEST"]["disabled"] and formats["BRUSH_TO_PNG"]["disabled"]
+
+
+def test_export_in_a_format_the_config_does_not_fit_is_400_with_the_reason(api):
+    response = api.get(
+        "/api/projects/1/export?exportType=CONLL2003", headers={"Authorization": f"Token {TOKEN}"}
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "format_does_not_fit"
+    assert "CONLL2003 needs Labels on" in body["message"]

@@ -17,6 +17,7 @@ from redis import Redis
 
 from sync import db, intake, jobs
 from sync.convert import context, convert
+from sync.exporters import get_exporter
 from sync.runtime import Runtime
 
 PROJECT = delivery("15-PROJECT_UPDATED")["project"]  # label config v2 (adds Truck)
@@ -100,24 +101,28 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
+# Every format the image config fits, kept fresh at once.
+FORMATS = (
+    "YOLO", "COCO", "MANIFEST", "YOLO_OBB", "VOC", "JSON", "JSON_MIN", "CSV", "TSV",
+    "GCP_CSV", "GCP_JSONL", "DATAGYM",
+)  # fmt: skip
+
+
 def _assert_incremental_equals_batch(rt: Runtime, tmp: Path) -> None:
     root = bucket(rt)
     config = tmp / "config.xml"
     config.write_text(PROJECT["label_config"])
     exports = root / "exports" / "1"
-    for fmt, folder in (("YOLO", "yolo"), ("COCO", "coco")):
+    for fmt in rt.settings.export_formats:
+        exporter = get_exporter(fmt)
         out = tmp / f"batch-{fmt}"
-        convert(
-            root / "tasks",
-            fmt,
-            out,
-            context(config, exports / "yolo" / "classes.txt"),
-            overwrite=True,
-        )
-        assert _tree(exports / folder) == _tree(out), fmt
-    out = tmp / "batch-MANIFEST"
-    convert(root / "tasks", "MANIFEST", out, context(config, None), overwrite=True)
-    assert (exports / "manifest.jsonl").read_bytes() == (out / "manifest.jsonl").read_bytes()
+        ctx = context(config, exports / "yolo" / "classes.txt")
+        convert(root / "tasks", fmt, out, ctx, overwrite=True)
+        if exporter.folder:
+            assert _tree(exports / exporter.folder) == _tree(out), fmt
+        else:
+            for name, data in _tree(out).items():
+                assert (exports / name).read_bytes() == data, fmt
 
 
 region = st.tuples(
@@ -143,7 +148,7 @@ def test_incremental_exports_equal_batch_convert(redis_url, ops, drain_every):
         tmp = Path(tmp_name)
         url = f"sqlite:///{tmp}/a.db"
         db.upgrade(url)
-        rt = Runtime(make_settings(tmp, url, redis_url))
+        rt = Runtime(make_settings(tmp, url, redis_url, export_formats=FORMATS))
         jobs.set_runtime(rt)
         _send(rt, {"action": "PROJECT_UPDATED", "project": PROJECT})
         _send(rt, _tasks_created([1, 2, 3, 4]))

@@ -28,7 +28,9 @@ class Exporter(Protocol):
 
     name: str  # as Label Studio names it: "YOLO", "COCO"…
     folder: str  # under exports/<project>/ ("" for the project folder itself)
-    supports: frozenset[str]  # label-config control tags it can export
+    title: str  # for humans, in format lists
+    supports: frozenset[str]  # label-config control tags it can export (empty: any)
+    objects: frozenset[str]  # object tags those controls must label (empty: any)
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
         """The task's own files and its fragment."""

@@ -38,8 +38,10 @@ class CocoExporter:
     ``original_width``/``original_height``."""
 
     name = "COCO"
+    title = "COCO"
+    objects = frozenset({"Image"})
     folder = "coco"
-    supports = frozenset({"RectangleLabels", "PolygonLabels", "KeyPointLabels", "Image"})
+    supports = frozenset({"RectangleLabels", "PolygonLabels", "KeyPointLabels"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
         stem, ext = file_stem(task["id"], image_url(task, ctx.object_value))

@@ -17,6 +17,8 @@ class ManifestExporter:
     in task-id order, for training jobs that want to know exactly what changed."""
 
     name = "MANIFEST"
+    title = "Manifest of the task files (JSON lines)"
+    objects = frozenset()
     folder = ""
     supports = frozenset()  # every config
 

@@ -48,6 +48,7 @@ class ExportContext:
     object_value: str | None = None  # the data key of the image (``image``)
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
     keypoint_labels: list[str] = field(default_factory=list)
+    config: dict[str, Any] | None = None  # the parsed label config, when known
 
     def __post_init__(self) -> None:
         self._ids = {name: n for n, name in enumerate(self.classes)}
@@ -85,13 +86,14 @@ def regions(task: dict[str, Any]) -> list[Region]:
     annotation = chosen_annotation(task)
     found = []
     for item in (annotation or {}).get("result") or []:
-        region = _region(item)
+        region = region_of(item)
         if region is not None:
             found.append(region)
     return found
 
 
-def _region(item: dict[str, Any]) -> Region | None:
+def region_of(item: dict[str, Any]) -> Region | None:
+    """The region a result item draws, in pixels; None for anything else."""
     kind = item.get("type")
     value = item.get("value")
     if kind not in LABELLED_TYPES or not isinstance(value, dict):
@@ -237,3 +239,26 @@ def image_object_value(parsed_config: dict[str, Any] | None) -> str | None:
         if obj["type"] == "Image":
             return obj["value"] or None
     return None
+
+
+def context_from_config(
+    project_id: int,
+    known_classes: list[str],
+    parsed_config: dict[str, Any] | None,
+    split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT,
+) -> ExportContext:
+    """The export context of a project: the classes it already has, then the config's."""
+    keypoints = [
+        label
+        for control in (parsed_config or {}).get("controls", [])
+        if control["type"] == "KeyPointLabels"
+        for label in control["labels"]
+    ]
+    return ExportContext(
+        project_id,
+        extend_classes(known_classes, config_classes(parsed_config)),
+        image_object_value(parsed_config),
+        split,
+        keypoints,
+        parsed_config,
+    )

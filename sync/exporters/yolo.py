@@ -10,6 +10,7 @@ import orjson
 from sync.exporters.base import TaskExport, register
 from sync.exporters.regions import (
     ExportContext,
+    Region,
     enclosing_box,
     file_stem,
     image_url,
@@ -27,38 +28,44 @@ class YoloExporter:
     YOLO-seg lines ``cls x1 y1 …``; all normalised to the image size."""
 
     name = "YOLO"
+    title = "YOLO (labels, classes.txt, data.yaml)"
+    objects = frozenset({"Image"})
     folder = "yolo"
-    supports = frozenset({"RectangleLabels", "PolygonLabels", "Image"})
+    supports = frozenset({"RectangleLabels", "PolygonLabels"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
         stem, ext = file_stem(task["id"], image_url(task, ctx.object_value))
         lines = []
         for region in regions(task):
-            if region.kind == "box":
-                x, y, w, h = enclosing_box(region)
-                values = [
-                    (x + w / 2) / region.width,
-                    (y + h / 2) / region.height,
-                    w / region.width,
-                    h / region.height,
-                ]
-            elif region.kind == "polygon":
-                values = [
-                    c
-                    for px, py in region.points
-                    for c in (
-                        min(max(px / region.width, 0.0), 1.0),
-                        min(max(py / region.height, 0.0), 1.0),
-                    )
-                ]
-            else:
-                continue
-            lines.append(" ".join([str(ctx.class_id(region.label)), *map(_num, values)]))
+            values = self.values(region)
+            if values is not None:
+                lines.append(" ".join([str(ctx.class_id(region.label)), *map(_num, values)]))
         body = ("\n".join(lines) + "\n").encode() if lines else b""
         fragment = orjson.dumps(
             {"image": f"images/{stem}{ext}", "split": split_of(task["id"], ctx.split)}
         )
         return TaskExport({f"labels/{stem}.txt": body}, fragment)
+
+    def values(self, region: Region) -> list[float] | None:
+        """The normalised numbers after the class id, or None for a region not exported."""
+        if region.kind == "box":
+            x, y, w, h = enclosing_box(region)
+            return [
+                (x + w / 2) / region.width,
+                (y + h / 2) / region.height,
+                w / region.width,
+                h / region.height,
+            ]
+        if region.kind == "polygon":
+            return [
+                c
+                for px, py in region.points
+                for c in (
+                    min(max(px / region.width, 0.0), 1.0),
+                    min(max(py / region.height, 0.0), 1.0),
+                )
+            ]
+        return None
 
     def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
         splits: dict[str, list[str]] = {name: [] for name, _ in ctx.split}
@@ -92,4 +99,21 @@ def _data_yaml(classes: list[str], splits: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+class YoloObbExporter(YoloExporter):
+    """Ultralytics OBB: every box as its four corners ``cls x1 y1 x2 y2 x3 y3 x4 y4``,
+    rotated in pixel space then normalised (unrotated boxes too: rotation 0)."""
+
+    name = "YOLO_OBB"
+    title = "YOLOv8 OBB (rotated boxes as four corners)"
+    objects = frozenset({"Image"})
+    folder = "yolo_obb"
+    supports = frozenset({"RectangleLabels"})
+
+    def values(self, region: Region) -> list[float] | None:
+        if region.kind != "box":
+            return None
+        return [c for px, py in region.points for c in (px / region.width, py / region.height)]
+
+
 register(YoloExporter())
+register(YoloObbExporter())

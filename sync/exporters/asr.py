@@ -1,0 +1,78 @@
+"""ASR_MANIFEST: NVIDIA NeMo manifest lines ``{"audio_filepath", "duration", "text"}``.
+
+The duration comes from the task (``data.duration``) or from a result's
+``original_length``; audio is never downloaded at export time. NeMo needs a duration, so
+transcribed tasks without one go to ``manifest_missing_duration.json`` instead of a line NeMo
+would reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from sync.exporters.base import TaskExport, register
+from sync.exporters.regions import ExportContext, chosen_annotation
+
+
+def audio_path(task: dict[str, Any], ctx: ExportContext) -> str | None:
+    """The audio reference: the Audio object's data key, else ``audio``."""
+    data = task.get("data") or {}
+    for obj in (ctx.config or {}).get("objects", []):
+        if obj["type"] in ("Audio", "AudioPlus") and isinstance(data.get(obj["value"]), str):
+            return data[obj["value"]]
+    return data.get("audio") if isinstance(data.get("audio"), str) else None
+
+
+def duration(task: dict[str, Any], results: list[dict[str, Any]]) -> float | None:
+    """Seconds of audio, from the task data or the results; None when nobody said."""
+    candidates = [(task.get("data") or {}).get("duration")]
+    candidates += [r.get("original_length") for r in results]
+    for value in candidates:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
+class AsrManifestExporter:
+    """One line per transcribed task (the chosen annotation's TextArea text, joined)."""
+
+    name = "ASR_MANIFEST"
+    title = "ASR manifest (NVIDIA NeMo)"
+    objects = frozenset({"Audio", "AudioPlus"})
+    folder = "asr_manifest"
+    supports = frozenset({"TextArea"})
+
+    def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
+        results = (chosen_annotation(task) or {}).get("result") or []
+        texts = [
+            str(t)
+            for r in results
+            if r.get("type") == "textarea" and isinstance(r.get("value"), dict)
+            for t in r["value"].get("text") or []
+        ]
+        path = audio_path(task, ctx)
+        if not texts or path is None:
+            return TaskExport({}, b"")
+        line: dict[str, Any] = {"audio_filepath": path}
+        seconds = duration(task, results)
+        if seconds is not None:
+            line["duration"] = seconds
+        line["text"] = " ".join(texts)
+        return TaskExport({}, orjson.dumps(line))
+
+    def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
+        complete, missing = [], []
+        for fragment in fragments:
+            if fragment:
+                has_duration = "duration" in orjson.loads(fragment)
+                (complete if has_duration else missing).append(fragment + b"\n")
+        return {
+            "manifest.json": b"".join(complete),
+            "manifest_missing_duration.json": b"".join(missing),
+        }
+
+
+register(AsrManifestExporter())
