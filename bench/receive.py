@@ -71,7 +71,7 @@ def _wait_ready(base: str) -> None:
         try:
             if requests.get(base + "/readyz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.1)
     raise SystemExit("annosync up did not become ready")

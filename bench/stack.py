@@ -43,7 +43,7 @@ def wait_ready(url: str, timeout_s: float = 30) -> None:
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not become ready")

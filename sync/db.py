@@ -84,3 +84,15 @@ def begin_writing(session: Session) -> None:
     conn = session.connection()
     if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def keep_loaded(session: Session) -> None:
+    """Hold every object ``session`` loads until the session closes.
+
+    The identity map only holds objects weakly: in a drain, the project, tasks and
+    annotations one delivery loaded are collected before the next delivery asks for the same
+    rows, and each ask becomes a SELECT again. Pinned, they are found in memory.
+    """
+    pinned = session.info.setdefault("pinned", [])
+    event.listen(session, "loaded_as_persistent", lambda _s, obj: pinned.append(obj))
+    event.listen(session, "pending_to_persistent", lambda _s, obj: pinned.append(obj))

@@ -166,16 +166,11 @@ def _apply_pending(rt: Runtime, project_id: int | None, lock) -> int:
     options = events.ApplyOptions(project_delete=rt.settings.project_delete)
     applied, skip = 0, set()
     with rt.sessions() as session:
+        db.keep_loaded(session)
         while batch := inbox.pending_batch(session, project_id, BATCH, skip):
             pulls = [d for d in batch if _is_pull(d)]
-            db.begin_writing(session)
-            for delivery in batch:
-                if delivery in pulls:
-                    continue
-                if _apply_one(session, delivery, options, rt.settings.max_attempts):
-                    applied += 1
-                else:
-                    skip.add(delivery.id)
+            pushed = [d for d in batch if d not in pulls]
+            applied += _apply_batch(session, pushed, options, rt.settings.max_attempts, skip)
             session.commit()  # before any network call: never hold the write lock over HTTP
             if pulls:
                 applied += _pull(rt, session, project_id, pulls, skip)
@@ -217,6 +212,38 @@ def _fail_pulls(session: Session, pulls: list, error: str, max_attempts: int, sk
         skip.add(delivery.id)
     session.commit()
     return 0
+
+
+def _apply_batch(session: Session, batch: list, options, max_attempts: int, skip) -> int:
+    """Apply a batch in one go; if any delivery fails, start the batch again with a
+    savepoint per delivery, so the bad one fails alone. Returns how many were applied."""
+    if not batch:
+        return 0
+    db.begin_writing(session)
+    try:
+        bodies = [orjson.loads(delivery.body) for delivery in batch]
+        store.preload(session, bodies)
+        for delivery, body in zip(batch, bodies, strict=True):
+            events.apply(session, body, delivery.project_id, options)
+            inbox.mark_applied(session, delivery)
+        session.flush()
+        return len(batch)
+    except OperationalError:
+        raise  # the database itself is in trouble: let RQ retry the whole job
+    except Exception as exc:
+        log.info("a delivery of the batch failed (%s); applying one at a time", _describe(exc))
+        session.rollback()
+    finally:
+        store.forget_preload(session)
+    batch = [session.get(Delivery, d.id) for d in batch]  # reloaded after the rollback
+    db.begin_writing(session)
+    applied = 0
+    for delivery in batch:
+        if _apply_one(session, delivery, options, max_attempts):
+            applied += 1
+        else:
+            skip.add(delivery.id)
+    return applied
 
 
 def _apply_one(session: Session, delivery: Delivery, options, max_attempts: int) -> bool:

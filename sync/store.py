@@ -26,6 +26,42 @@ NOT_IN_EXPORT = frozenset({"is_labeled", "overlap", "precomputed_agreement", "fi
 NESTED = frozenset({"id", "annotations", "completions", "predictions", "drafts"})
 
 
+def preload(session: Session, bodies: list[dict[str, Any]], chunk: int = 500) -> None:
+    """Load the tasks and annotations a batch of deliveries names, in a few SELECTs, so that
+    applying them finds the rows in the session instead of one query each."""
+    task_ids, annotation_ids = set(), set()
+    for body in bodies:
+        for key, ids in (("task", task_ids), ("tasks", task_ids), ("annotation", annotation_ids)):
+            items = body.get(key)
+            for item in items if isinstance(items, list) else [items]:
+                if isinstance(item, dict) and type(item.get("id")) is int:
+                    ids.add(item["id"])
+    # Annotations are only ever created through _get's callers, so an id absent now stays
+    # absent until one of them adds it; tasks are also bulk-inserted, so only found ones count.
+    absent = session.info["absent"] = set()  # annotation ids; this batch's only
+    for model, ids in ((Task, sorted(task_ids)), (Annotation, sorted(annotation_ids))):
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            found = {row.id for row in session.scalars(select(model).where(model.id.in_(part)))}
+            if model is Annotation:
+                absent.update(set(part) - found)
+
+
+def forget_preload(session: Session) -> None:
+    """Stop trusting the last :func:`preload` (after a rollback, or once the batch is done)."""
+    session.info.pop("absent", None)
+
+
+def _get_annotation(session: Session, ann_id: int) -> Annotation | None:
+    """``session.get``, answering None without a SELECT for ids :func:`preload` found absent
+    (the caller then adds the row, so the id is no longer absent)."""
+    absent = session.info.get("absent")
+    if absent is not None and ann_id in absent:
+        absent.discard(ann_id)
+        return None
+    return session.get(Annotation, ann_id)
+
+
 def task_key(task_id: int) -> str:
     """Storage key of a task's file."""
     return f"tasks/{int(task_id)}.json"
@@ -123,7 +159,7 @@ def upsert_annotation(session: Session, data: dict[str, Any], task: Task) -> boo
     created = normalise_ts(data.get("created_at"))
     updated = normalise_ts(data.get("updated_at"))
     body = orjson.dumps({**data, "task": task.id})
-    row = session.get(Annotation, ann_id)
+    row = _get_annotation(session, ann_id)
     if row is None:
         session.add(
             Annotation(
@@ -169,7 +205,7 @@ def delete_annotations(session: Session, ids: Iterable[int]) -> set[int]:
     changed: set[int] = set()
     stamp = now_ts()
     for ann_id in ids:
-        row = session.get(Annotation, ann_id)
+        row = _get_annotation(session, ann_id)
         if row is None:
             session.add(
                 Annotation(id=ann_id, task_id=0, body=b"{}", deleted=True, deleted_at=stamp)

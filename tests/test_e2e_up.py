@@ -47,7 +47,7 @@ def annosync_up(tmp_path):
     def ready():
         try:
             return requests.get(base + "/readyz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:
             return False
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import bucket, delivery, run_worker
+from fastjsonschema import JsonSchemaException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -86,3 +87,18 @@ def test_after_the_storm_rejected_deliveries_changed_nothing(receiver, runtime):
     with runtime.sessions() as session:
         assert list(session.scalars(select(Delivery.status))) == ["rejected"]
     assert not (bucket(runtime) / "tasks").exists()
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=hostile())
+def test_the_fast_check_and_the_full_validator_agree(body):
+    """The receiver trusts fastjsonschema's "valid"; it must never differ from jsonschema's."""
+    from config.validation import SCHEMA_FOR_ACTION, fast_check, validator
+
+    for name in {"envelope", *SCHEMA_FOR_ACTION.values()}:
+        try:
+            fast_check(name)(body)
+            fast_valid = True
+        except JsonSchemaException:
+            fast_valid = False
+        assert fast_valid == validator(name).is_valid(body), name

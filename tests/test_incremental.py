@@ -113,6 +113,7 @@ def _assert_incremental_equals_batch(rt: Runtime, tmp: Path) -> None:
     config = tmp / "config.xml"
     config.write_text(PROJECT["label_config"])
     exports = root / "exports" / "1"
+    (root / "tasks").mkdir(parents=True, exist_ok=True)  # every task may have been deleted
     for fmt in rt.settings.export_formats:
         exporter = get_exporter(fmt)
         out = tmp / f"batch-{fmt}"

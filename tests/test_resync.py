@@ -219,7 +219,7 @@ def test_cli_resync_on_s3_end_to_end(tmp_path, sqlite_url, redis_url, s3_url, s3
             try:
                 if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         answer = requests.post(
             f"http://127.0.0.1:{port}/webhooks/label-studio/1",
