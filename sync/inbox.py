@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from sqlalchemy import insert, select, update
@@ -19,7 +20,9 @@ from sync.models import Delivery
 
 # On the table, not the mapped class: an ORM-enabled insert costs as much again in bulk-insert
 # bookkeeping, on the receiver's hot path.
-_INSERT = insert(Delivery.__table__).returning(Delivery.__table__.c.id)
+_INSERT = insert(Delivery.__table__).returning(
+    Delivery.__table__.c.id, sort_by_parameter_order=True
+)
 PENDING, APPLIED, FAILED, IGNORED, REJECTED = "pending", "applied", "failed", "ignored", "rejected"
 
 
@@ -41,8 +44,7 @@ def delivery_key(raw_body: bytes, webhook_id: str | None, url_project: int | Non
     return "sha:" + digest.hexdigest()
 
 
-def record(
-    session: Session,
+def delivery_row(
     *,
     action: str,
     project_id: int | None,
@@ -50,9 +52,9 @@ def record(
     key: str | None,
     status: str,
     errors: list[dict] | None = None,
-) -> Recorded:
-    """Insert a delivery and commit; an already-recorded key answers ``duplicate``."""
-    values = {
+) -> dict[str, Any]:
+    """The inbox row of a delivery about to be recorded."""
+    return {
         "key": key,
         "source": "label-studio",
         "action": action[:64],
@@ -63,19 +65,32 @@ def record(
         "received_at": datetime.now(UTC),
         "attempts": 0,
     }
+
+
+def record(session: Session, **fields: Any) -> Recorded:
+    """Insert a delivery and commit; an already-recorded key answers ``duplicate``."""
+    return record_many(session, [delivery_row(**fields)])[0]
+
+
+def record_many(session: Session, rows: list[dict[str, Any]]) -> list[Recorded]:
+    """Insert deliveries in one transaction (one statement) and commit; if a key was
+    recorded before, the rows are recorded one by one so each duplicate is answered as such."""
     try:
         # A Core INSERT … RETURNING: the receiver's hot path, without ORM unit-of-work costs.
-        delivery_id = session.execute(_INSERT, values).scalar_one()
+        ids = session.execute(_INSERT, rows).scalars().all()
         session.commit()
     except IntegrityError:
         session.rollback()
+        if len(rows) > 1:
+            return [record_many(session, [row])[0] for row in rows]
         existing = session.execute(
-            select(Delivery.id, Delivery.project_id).where(Delivery.key == key)
+            select(Delivery.id, Delivery.project_id).where(Delivery.key == rows[0]["key"])
         ).first()
+        session.rollback()
         if existing is None:
             raise
-        return Recorded(existing.id, "duplicate", existing.project_id)
-    return Recorded(delivery_id, status, project_id)
+        return [Recorded(existing.id, "duplicate", existing.project_id)]
+    return [Recorded(i, row["status"], row["project_id"]) for i, row in zip(ids, rows, strict=True)]
 
 
 def pending_batch(session: Session, project_id: int | None, limit: int, skip: set[int]) -> list:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from config.validation import Issue, known_action
-from sync import inbox, jobs
+from sync import inbox
 from sync.payloads import is_payloadless, project_of, strip_secrets
 from sync.runtime import Runtime
-
-log = logging.getLogger("annosync.intake")
 
 
 def accept(
@@ -25,8 +21,9 @@ def accept(
 ) -> inbox.Recorded:
     """Record a valid delivery (secrets stripped) and queue its project's drain.
 
-    The delivery is durable once this returns; a Redis failure only delays it (the sweep
-    queues it later). Database errors propagate: the caller answers 503.
+    The delivery is durable once this returns (recorded with the deliveries of concurrent
+    requests, see :mod:`sync.recorder`); a Redis failure only delays it (the sweep queues it
+    later). Database errors propagate: the caller answers 503.
     """
     key = inbox.delivery_key(raw, webhook_id, url_project)
     if is_payloadless(body) and not webhook_id:
@@ -35,20 +32,10 @@ def accept(
     status = inbox.PENDING if known_action(action) else inbox.IGNORED
     project_id = project_of(body, url_project)
     stored = orjson.dumps(strip_secrets(body))
-    with rt.sessions() as session:
-        recorded = inbox.record(
-            session, action=action, project_id=project_id, body=stored, key=key, status=status
-        )
-    if recorded.status == inbox.PENDING:
-        try:
-            jobs.request_drain(rt.redis, rt.settings.queue_name, project_id)
-        except RedisError as exc:
-            log.warning(
-                "delivery %s recorded; queue unavailable, the sweep will pick it up: %s",
-                recorded.delivery_id,
-                exc,
-            )
-    return recorded
+    row = inbox.delivery_row(
+        action=action, project_id=project_id, body=stored, key=key, status=status
+    )
+    return rt.recorder.record(row)
 
 
 def quarantine(

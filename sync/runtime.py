@@ -31,6 +31,13 @@ class Runtime:
             )
 
     @cached_property
+    def recorder(self):
+        """Group commit of this process's incoming deliveries (:mod:`sync.recorder`)."""
+        from sync.recorder import GroupRecorder  # it needs the jobs, which need a Runtime
+
+        return GroupRecorder(self)
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.settings.database_url)
 
