@@ -9,11 +9,13 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 import zlib
+from functools import partial
 from pathlib import Path
 
 import orjson
 import pytest
 from conftest import FIXTURES
+from test_exports import rect
 
 from sync.convert import ConvertError, context, convert
 from sync.exporters import ExportContext, get_exporter, rle
@@ -58,17 +60,7 @@ def _task(task_id: int, results: list, data: dict | None = None, **annotation) -
     }
 
 
-def _box(x, y, w, h, label, rotation=0, rid="b", width=1000, height=500):
-    value = {"x": x, "y": y, "width": w, "height": h, "rotation": rotation}
-    return {
-        "id": rid,
-        "type": "rectanglelabels",
-        "from_name": "bbox",
-        "to_name": "image",
-        "original_width": width,
-        "original_height": height,
-        "value": value | {"rectanglelabels": [label]},
-    }
+_box = partial(rect, width=1000, height=500, rid="b")  # a box on a 1000 x 500 image
 
 
 IMAGE_CONFIG = """<View><Image name="image" value="$image"/>

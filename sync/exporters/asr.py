@@ -14,16 +14,14 @@ from typing import Any
 import orjson
 
 from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation
+from sync.exporters.regions import ExportContext, chosen_annotation, object_data
 
 
 def audio_path(task: dict[str, Any], ctx: ExportContext) -> str | None:
     """The audio reference: the Audio object's data key, else ``audio``."""
-    data = task.get("data") or {}
-    for obj in (ctx.config or {}).get("objects", []):
-        if obj["type"] in ("Audio", "AudioPlus") and isinstance(data.get(obj["value"]), str):
-            return data[obj["value"]]
-    return data.get("audio") if isinstance(data.get("audio"), str) else None
+    path = object_data(task, ctx, ("Audio", "AudioPlus"))
+    fallback = (task.get("data") or {}).get("audio")
+    return path if path is not None else fallback if isinstance(fallback, str) else None
 
 
 def duration(task: dict[str, Any], results: list[dict[str, Any]]) -> float | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation
+from sync.exporters.regions import ExportContext, chosen_annotation, object_data
 
 TOKEN = re.compile(r"\w+(?:[-'\u2019]\w+)*|[^\w\s]")
 HEADER = b"-DOCSTART- -X- O O\n"  # the document line `spacy convert -c conll` splits on
@@ -54,11 +54,9 @@ def iob_tags(toks: list[tuple[str, int, int]], labelled: list[tuple[int, int, st
 
 def text_of(task: dict[str, Any], ctx: ExportContext) -> str:
     """The labelled text: the Text object's data key, else the first string in the data."""
+    text = object_data(task, ctx, ("Text", "HyperText"))
     data = task.get("data") or {}
-    for obj in (ctx.config or {}).get("objects", []):
-        if obj["type"] in ("Text", "HyperText") and isinstance(data.get(obj["value"]), str):
-            return data[obj["value"]]
-    return next((v for v in data.values() if isinstance(v, str)), "")
+    return text if text is not None else next((v for v in data.values() if isinstance(v, str)), "")
 
 
 class ConllExporter:

@@ -23,6 +23,7 @@ from sync.exporters.regions import (
     chosen_annotation,
     file_stem,
     image_url,
+    object_data,
     region_of,
     split_of,
 )
@@ -60,19 +61,10 @@ def task_facts(task: dict[str, Any], ctx: ExportContext) -> dict[str, Any] | Non
         elif (region := region_of(item)) is not None and region.kind in ("box", "polygon"):
             line = item.get("type") == "polylinelabels"
             facts["shapes"].append((region.label, vertices(region), line, str(item.get("id"))))
-    facts["text"] = _text(task, ctx)
+    facts["text"] = object_data(task, ctx, ("Text", "HyperText"))  # None: an image project
     facts["uri"] = image_url(task, ctx.object_value) if facts["text"] is None else None
     facts["ml_use"] = ML_USE.get(split_of(task["id"], ctx.split), "UNASSIGNED")
     return facts
-
-
-def _text(task: dict[str, Any], ctx: ExportContext) -> str | None:
-    """The task's text for text projects (a Text object in the config), else None."""
-    data = task.get("data") or {}
-    for obj in (ctx.config or {}).get("objects", []):
-        if obj["type"] in ("Text", "HyperText") and isinstance(data.get(obj["value"]), str):
-            return data[obj["value"]]
-    return None
 
 
 class GcpCsvExporter:

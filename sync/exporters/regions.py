@@ -160,6 +160,16 @@ def image_url(task: dict[str, Any], object_value: str | None) -> str:
     return next((v for v in data.values() if isinstance(v, str)), "")
 
 
+def object_data(task: dict[str, Any], ctx: ExportContext, types: tuple[str, ...]) -> str | None:
+    """The task's string under the data key of the config's first object tag of ``types``
+    (``Text``, ``Audio``…); None without a config or such a value."""
+    data = task.get("data") or {}
+    for obj in (ctx.config or {}).get("objects", []):
+        if obj["type"] in types and isinstance(data.get(obj["value"]), str):
+            return data[obj["value"]]
+    return None
+
+
 def file_stem(task_id: int, url: str) -> tuple[str, str]:
     """A safe, stable, collision-free file stem and the image extension.
 
