@@ -157,12 +157,18 @@ def import_body(first_id: int, count: int) -> bytes:
 
 
 def ingest(kind: str, seconds: int) -> dict:
+    """Receiver throughput alone (workers stopped, as nothing runs beside the bare endpoint
+    either) and with a worker draining meanwhile; latency at 200/s; a 5,000-task import.
+    The bare endpoint is measured before and after, and the faster run counts."""
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body.json"
         body.write_bytes(update_body(1))
-        size = body.stat().st_size
-        with stack(kind, workers=1) as s:
-            ours = wrk(s.base + URL, body, seconds)
+        with bare_endpoint() as bare:
+            baseline = wrk(bare + URL, body, seconds)["rate"]
+        with stack(kind, workers=0) as s:
+            alone = wrk(s.base + URL, body, seconds)
+            s.start_workers(1)
+            busy = wrk(s.base + URL, body, seconds)
             latencies = paced(s.base, s.headers(), 200, seconds, update_body)
             big = []
             for n in range(3):
@@ -173,16 +179,17 @@ def ingest(kind: str, seconds: int) -> dict:
                 big.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 202, r.text
         with bare_endpoint() as bare:
-            baseline = wrk(bare + URL, body, seconds)
+            baseline = max(baseline, wrk(bare + URL, body, seconds)["rate"])
     return {
-        "ingest_per_s": ours["rate"],
-        "ingest_non_2xx": ours["non_2xx"],
-        "bare_per_s": baseline["rate"],
-        "ingest_over_bare": round(ours["rate"] / baseline["rate"], 2),
+        "ingest_per_s": alone["rate"],
+        "ingest_with_worker_per_s": busy["rate"],
+        "ingest_non_2xx": alone["non_2xx"] + busy["non_2xx"],
+        "bare_per_s": baseline,
+        "ingest_over_bare": round(alone["rate"] / baseline, 2),
         "p50_ms_at_200rps": pct(latencies, 0.5),
         "p99_ms_at_200rps": pct(latencies, 0.99),
         "tasks_created_5000_ms": round(statistics.median(big), 1),
-        "body_bytes": size,
+        "body_bytes": len(update_body(1)),
     }
 
 
