@@ -15,10 +15,12 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import FIXTURES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_exports import rect
 
 from sync.convert import ConvertError, context, convert
-from sync.exporters import ExportContext, get_exporter, rle
+from sync.exporters import ExportContext, exporter_names, get_exporter, rle
 from sync.exporters.capabilities import list_formats, unfit_reason
 from sync.exporters.conll import spans, tokens
 from sync.exporters.regions import context_from_config, split_of
@@ -464,3 +466,52 @@ def test_cli_lists_formats_and_exits_2_on_a_misfit(tmp_path):
     assert (
         refused.stderr.count("\n") == 1 and "VOC needs RectangleLabels on Image" in refused.stderr
     )
+
+
+# --- hostile results never break an export -----------------------------------------------
+
+_RESULT_TYPES = ["rectanglelabels", "polygonlabels", "polylinelabels", "keypointlabels"]
+_RESULT_TYPES += ["brushlabels", "labels", "choices", "textarea", "rating", "x"]
+_VALUE_KEYS = ["x", "y", "width", "height", "rotation", "points", "start", "end", "text"]
+_VALUE_KEYS += ["labels", "choices", "rectanglelabels", "polygonlabels", "brushlabels", "rle"]
+_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(), st.text(max_size=8)
+)
+_json = st.recursive(
+    _leaf,
+    lambda c: st.one_of(
+        st.lists(c, max_size=4), st.dictionaries(st.text(max_size=12), c, max_size=5)
+    ),
+    max_leaves=12,
+)
+_value = st.one_of(
+    _json,
+    st.fixed_dictionaries(
+        {}, optional={key: _json for key in _VALUE_KEYS} | {"format": st.just("rle")}
+    ),
+)
+_result = st.fixed_dictionaries(
+    {"type": st.sampled_from(_RESULT_TYPES), "value": _value},
+    optional={
+        "id": _json,
+        "from_name": st.sampled_from(["bbox", "label", "kind", "brush", "t"]),
+        "original_width": st.one_of(_json, st.integers(1, 40)),
+        "original_height": st.one_of(_json, st.integers(1, 40)),
+    },
+)
+_data_keys = st.sampled_from(["image", "text", "audio", "duration"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    results=st.lists(_result, max_size=4),
+    data=st.dictionaries(
+        st.sampled_from(["image", "text", "audio", "duration"]), _json, max_size=3
+    ),
+    annotation=st.fixed_dictionaries({}, optional={"completed_by": _json, "created_at": _json}),
+)
+def test_every_format_survives_hostile_results(results, data, annotation):
+    task = {"id": 5, "data": data, "annotations": [{"id": 1, "result": results, **annotation}]}
+    for fmt in exporter_names():
+        for config in (IMAGE_CONFIG, TEXT_CONFIG, None):
+            _render(fmt, [task], config)  # raising here is the failure

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation, object_data
+from sync.exporters.regions import ExportContext, chosen_annotation, object_data, strings
 
 
 def audio_path(task: dict[str, Any], ctx: ExportContext) -> str | None:
@@ -46,10 +46,10 @@ class AsrManifestExporter:
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
         results = (chosen_annotation(task) or {}).get("result") or []
         texts = [
-            str(t)
+            t
             for r in results
             if r.get("type") == "textarea" and isinstance(r.get("value"), dict)
-            for t in r["value"].get("text") or []
+            for t in strings(r["value"].get("text"))
         ]
         path = audio_path(task, ctx)
         if not texts or path is None:

@@ -10,7 +10,7 @@ import orjson
 
 from sync.exporters import rle
 from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation, file_stem, image_url
+from sync.exporters.regions import ExportContext, chosen_annotation, file_stem, image_url, strings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -27,11 +27,11 @@ def brush_regions(task: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             continue
-        labels = value.get("brushlabels") or ["no_label"]
+        labels = strings(value.get("brushlabels")) or ["no_label"]
         found.append(
             {
                 "id": str(item.get("id") or ""),
-                "label": str(labels[0]),
+                "label": labels[0],
                 "width": width,
                 "height": height,
                 "rle": value["rle"],

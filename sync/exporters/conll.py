@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation, object_data
+from sync.exporters.regions import ExportContext, chosen_annotation, object_data, strings
 
 TOKEN = re.compile(r"\w+(?:[-'\u2019]\w+)*|[^\w\s]")
 HEADER = b"-DOCSTART- -X- O O\n"  # the document line `spacy convert -c conll` splits on
@@ -32,9 +32,9 @@ def spans(task: dict[str, Any]) -> list[tuple[int, int, str]]:
         value = item.get("value")
         if item.get("type") != "labels" or not isinstance(value, dict):
             continue
-        start, end, labels = value.get("start"), value.get("end"), value.get("labels")
+        start, end, labels = value.get("start"), value.get("end"), strings(value.get("labels"))
         if isinstance(start, int) and isinstance(end, int) and end > start and labels:
-            found.append((start, end, str(labels[0]).replace(" ", "_")))
+            found.append((start, end, labels[0].replace(" ", "_")))
     return sorted(found, key=lambda s: (s[0], -s[1]))
 
 

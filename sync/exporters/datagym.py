@@ -24,6 +24,7 @@ from sync.exporters.regions import (
     enclosing_box,
     image_url,
     region_of,
+    strings,
 )
 
 GEOMETRY = {
@@ -86,9 +87,9 @@ def _geometry(region) -> list[dict[str, int]]:
 def _classification(item: dict[str, Any]) -> tuple[str, list] | None:
     value = item.get("value") if isinstance(item.get("value"), dict) else {}
     if item.get("type") == "choices":
-        return str(item.get("from_name")), [str(c) for c in value.get("choices") or []]
+        return str(item.get("from_name")), strings(value.get("choices"))
     if item.get("type") == "textarea":
-        return str(item.get("from_name")), [str(t) for t in value.get("text") or []]
+        return str(item.get("from_name")), strings(value.get("text"))
     return None
 
 

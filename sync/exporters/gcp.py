@@ -26,6 +26,7 @@ from sync.exporters.regions import (
     object_data,
     region_of,
     split_of,
+    strings,
 )
 
 ML_USE = {"train": "TRAIN", "val": "VALIDATION", "test": "TEST"}
@@ -54,10 +55,10 @@ def task_facts(task: dict[str, Any], ctx: ExportContext) -> dict[str, Any] | Non
     for item in annotation.get("result") or []:
         value = item.get("value") if isinstance(item.get("value"), dict) else {}
         if item.get("type") == "choices":
-            facts["classes"] += [str(c) for c in value.get("choices") or []]
+            facts["classes"] += strings(value.get("choices"))
         elif item.get("type") == "labels" and isinstance(value.get("start"), int):
-            for label in value.get("labels") or []:
-                facts["entities"].append((str(label), value["start"], value.get("end")))
+            for label in strings(value.get("labels")):
+                facts["entities"].append((label, value["start"], value.get("end")))
         elif (region := region_of(item)) is not None and region.kind in ("box", "polygon"):
             line = item.get("type") == "polylinelabels"
             facts["shapes"].append((region.label, vertices(region), line, str(item.get("id"))))

@@ -82,9 +82,13 @@ def prettify(values: list[dict[str, Any]]) -> Any:
     for value in values:
         value = dict(value)
         tag = value.pop("type")
-        if tag == "Choices" and len(value.get("choices") or []) == 1:
+        if (
+            tag == "Choices"
+            and isinstance(value.get("choices"), list)
+            and len(value["choices"]) == 1
+        ):
             out.append(value["choices"][0])
-        elif tag == "TextArea" and len(value.get("text") or []) == 1:
+        elif tag == "TextArea" and isinstance(value.get("text"), list) and len(value["text"]) == 1:
             out.append(value["text"][0])
         else:
             out.append(value)

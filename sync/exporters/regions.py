@@ -62,6 +62,12 @@ class ExportContext:
         return found
 
 
+def strings(value: Any) -> list[str]:
+    """A result's list of labels, choices or texts as strings; [] for anything else (exports
+    read user files: a malformed value is skipped, never a crash)."""
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def chosen_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     """The annotation that counts: the newest non-cancelled one, a ground-truth one first."""
     candidates = [
@@ -98,7 +104,7 @@ def region_of(item: dict[str, Any]) -> Region | None:
     value = item.get("value")
     if kind not in LABELLED_TYPES or not isinstance(value, dict):
         return None
-    labels = value.get(LABELLED_TYPES[kind]) or []
+    labels = strings(value.get(LABELLED_TYPES[kind]))
     width, height = item.get("original_width"), item.get("original_height")
     if not labels or not _positive(width) or not _positive(height):
         return None
