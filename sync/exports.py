@@ -26,12 +26,15 @@ from sync import store
 from sync.exporters import ExportContext, get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.regions import context_from_config
+from sync.locks import ProjectLock
 from sync.models import Annotation, ExportFragment, Project, Task
 from sync.runtime import Runtime
 from sync.storage import put_many
 
 log = logging.getLogger("annosync.exports")
-LOCK_TTL_S = 30  # a rebuild takes < 1 s at 100k tasks; a killed worker's lock expires soon
+# The rebuild renews its lock after each format, so a killed worker frees the project's
+# exports within this, however big the project.
+LOCK_TTL_S = 15
 # A queued rebuild that is lost (Redis restarted, worker killed) stops blocking new requests
 # after this long; the sweep then asks again for projects whose aggregates are still owed.
 FLAG_TTL_S = 30
@@ -227,8 +230,9 @@ def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
     return summary.tasks
 
 
-def write_aggregates(rt: Runtime, project_id: int) -> int:
-    """Rebuild every kept-fresh aggregate from the stored fragments; returns the generation."""
+def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = None) -> int:
+    """Rebuild every kept-fresh aggregate from the stored fragments; returns the generation.
+    ``lock`` (the project's export lock) is renewed after each format."""
     with rt.sessions() as session:
         ctx = context_for(session, project_id, rt.settings.split)
         digest = hashlib.sha256()
@@ -244,6 +248,8 @@ def write_aggregates(rt: Runtime, project_id: int) -> int:
             files = exporter.aggregate(fragments, ctx)
             root = export_root(project_id, exporter.folder)
             put_many(rt.storage, [(root + path, data) for path, data in files.items()])
+            if lock is not None:
+                lock.renew()
             for path in sorted(files):
                 digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
         project = _project(session, project_id)
@@ -320,9 +326,8 @@ def aggregate_job(project_id: int) -> int:
 
     rt = current_runtime()
     redis = rt.worker_redis
-    lock = redis.lock(
-        f"annosync:export-lock:{project_id}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_TTL_S + 5
-    )
-    with lock:
+    with ProjectLock(
+        redis, project_id, wait_s=LOCK_TTL_S + 5, ttl_s=LOCK_TTL_S, purpose="export"
+    ) as lock:
         redis.delete(_flag(project_id))  # changes from now on queue the next rebuild
-        return write_aggregates(rt, project_id)
+        return write_aggregates(rt, project_id, lock)

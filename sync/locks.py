@@ -20,7 +20,9 @@ class ProjectBusy(RuntimeError):
 
 
 class ProjectLock:
-    """``with ProjectLock(redis, 7) as lock: … lock.renew() …``"""
+    """``with ProjectLock(redis, 7) as lock: … lock.renew() …``; ``purpose`` names
+    independent locks of one project (``drain``: who writes its tasks; ``export``: who
+    rebuilds its aggregates)."""
 
     def __init__(
         self,
@@ -28,9 +30,10 @@ class ProjectLock:
         project_key: int,
         wait_s: float = LOCK_TTL_S + 5,
         ttl_s: int = LOCK_TTL_S,
+        purpose: str = "drain",
     ) -> None:
         self.project_key, self.wait_s, self.ttl_s = project_key, wait_s, ttl_s
-        self._lock = redis.lock(f"annosync:drain-lock:{project_key}", timeout=ttl_s)
+        self._lock = redis.lock(f"annosync:{purpose}-lock:{project_key}", timeout=ttl_s)
 
     def __enter__(self) -> ProjectLock:
         if not self._lock.acquire(blocking=True, blocking_timeout=self.wait_s):
