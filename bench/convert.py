@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.scale import random_rect  # noqa: E402
+
 CONFIG = ROOT / "tests/fixtures/label-studio/configs/image-od-v2.xml"
 LABELS = ["Airplane", "Car", "Truck"]
 
@@ -80,24 +84,7 @@ def corpus(path: Path, n: int, seed: int = 1) -> None:
                         }
                     )
                 else:
-                    results.append(
-                        {
-                            "id": f"r{k}",
-                            "type": "rectanglelabels",
-                            "from_name": "bbox",
-                            "to_name": "image",
-                            "original_width": 1280,
-                            "original_height": 720,
-                            "value": {
-                                "x": rng.uniform(0, 70),
-                                "y": rng.uniform(0, 70),
-                                "width": 20,
-                                "height": 10,
-                                "rotation": 0,
-                                "rectanglelabels": [label],
-                            },
-                        }
-                    )
+                    results.append(random_rect(rng, label, k))
             task = {
                 "id": task_id,
                 "data": {"image": f"s3://bucket/images/{task_id}.jpg"},

@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 HOOKS = ROOT / "tests/fixtures/label-studio/webhooks"
 
 
-def _rect(rng: random.Random, label: str, n: int) -> dict:
+def random_rect(rng: random.Random, label: str, n: int) -> dict:
+    """A 20 x 10 % rectangle result at a random place on a 1280 x 720 image (bench data)."""
     return {
         "id": f"r{n}",
         "type": "rectanglelabels",
@@ -69,7 +70,7 @@ def populate(rt, n: int) -> None:
                 ann = {
                     "id": i,
                     "result": [
-                        _rect(rng, rng.choice(["Car", "Truck"]), k)
+                        random_rect(rng, rng.choice(["Car", "Truck"]), k)
                         for k in range(rng.randint(1, 3))
                     ],
                     "was_cancelled": False,
@@ -148,7 +149,7 @@ def one(n: int) -> dict:
         id=target,
         task=target,
         updated_at="2026-11-22T00:00:00.000000Z",
-        result=[_rect(random.Random(0), "Airplane", 0)],
+        result=[random_rect(random.Random(0), "Airplane", 0)],
     )
     body["task"].update(id=target, data={"image": f"s3://b/images/{target}.jpg"})
     label = Path(tmp) / "bucket/exports/1/yolo/labels" / f"{target}__{target}.txt"
