@@ -57,18 +57,26 @@ def database(kind: str, tmp: Path):
         db.upgrade(url)
         yield url
         return
+    with fresh_pg_database(PG_ADMIN, "annosync_bench") as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_database(admin_url: str, prefix: str):
+    """A new, migrated PostgreSQL database (its URL), dropped afterwards, for a benchmark
+    run or a test session."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    name = f"annosync_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(
-        db.normalise_url(PG_ADMIN), isolation_level="AUTOCOMMIT", poolclass=NullPool
+        db.normalise_url(admin_url), isolation_level="AUTOCOMMIT", poolclass=NullPool
     )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    db.upgrade(url)
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
+        db.upgrade(url)
         yield url
     finally:
         db.make_engine(url).dispose()

@@ -88,16 +88,14 @@ def update_tasks(
     project_id: int,
     tasks: list[tuple[dict[str, Any], bytes]],
     deleted: list[int],
-    force: bool = False,
 ) -> None:
-    """Render the kept-fresh formats for changed tasks and drop those of deleted ones.
-    Files whose bytes did not change are not rewritten, unless ``force``."""
+    """Render the kept-fresh formats for changed tasks and drop those of deleted ones."""
     formats = rt.settings.export_formats
     if not formats or (not tasks and not deleted):
         return
     ctx = context_for(session, project_id, rt.settings.split)
     changed = sum(
-        _render(rt, session, get_exporter(name), ctx, tasks, deleted, force)
+        _render(rt, session, get_exporter(name), ctx, tasks, deleted)
         for name in fitting_formats(formats, ctx)
     )
     project = _project(session, project_id)
@@ -105,9 +103,13 @@ def update_tasks(
     project.classes = orjson.dumps(ctx.classes).decode()  # labels first seen just now
 
 
-def _render(rt, session, exporter, ctx, tasks, deleted, force) -> int:
+def _render(rt, session, exporter, ctx, tasks, deleted) -> int:
     """Render and write one format's per-task outputs; returns how many tasks' outputs
-    changed (unchanged files are not rewritten)."""
+    changed.
+
+    Every file is written, even when its digest equals the stored one: a worker killed
+    between the storage write and the commit leaves storage ahead of the stored digests, so
+    the digests cannot vouch for what storage holds."""
     root = export_root(ctx.project_id, exporter.folder)
     ids = [doc["id"] for doc, _ in tasks] + list(deleted)
     previous = {
@@ -128,11 +130,7 @@ def _render(rt, session, exporter, ctx, tasks, deleted, force) -> int:
         }
         old = previous.get(doc["id"])
         old_digests = orjson.loads(old.files) if old else {}
-        writes += [
-            (root + path, data)
-            for path, data in out.files.items()
-            if force or old_digests.get(root + path) != digests[root + path]
-        ]
+        writes += [(root + path, data) for path, data in out.files.items()]
         stale += [key for key in old_digests if key not in digests]
         changed += old is None or old.fragment != out.fragment or old_digests != digests
         rows.append(
@@ -193,7 +191,7 @@ def rebuild_project(rt: Runtime, project_id: int, batch: int = 500) -> int:
         )
         update_tasks(rt, session, project_id, [], sorted(gone))
         for chunk in _chunks(store.project_documents(session, project_id, batch), batch):
-            update_tasks(rt, session, project_id, chunk, [], force=True)
+            update_tasks(rt, session, project_id, chunk, [])
             rendered += len(chunk)
         project.exports_config_version = project.config_version
         session.commit()

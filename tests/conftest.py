@@ -13,9 +13,9 @@ import requests
 from redis import Redis
 from rq import SimpleWorker
 from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 from werkzeug.serving import make_server
 
+from bench.stack import fresh_pg_database
 from config.settings import load_settings
 from handlers.app import create_app
 from sync import db, jobs, launcher
@@ -91,19 +91,8 @@ def pg_database():
     reason = _pg_reachable()
     if reason:
         pytest.skip(reason)
-    name = f"annosync_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        db.normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    db.upgrade(url)
-    yield url
-    db.make_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_pg_database(PG_ADMIN_URL, "annosync_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
