@@ -97,7 +97,8 @@ def gunicorn_command(
     app: str = "handlers.wsgi:app",
     access_log: bool = True,
 ) -> list[str]:
-    """The command that serves the receiver on gunicorn (threaded workers)."""
+    """The command that serves the receiver on gunicorn (threaded workers that share
+    connections evenly, :mod:`handlers.server`)."""
     command = [
         sys.executable,
         "-m",
@@ -110,7 +111,7 @@ def gunicorn_command(
         "--threads",
         str(threads),
         "--worker-class",
-        "gthread",
+        "handlers.server.BalancedThreadWorker",
         "--timeout",
         "30",
         "--graceful-timeout",

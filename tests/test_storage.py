@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 import boto3
 import pytest
@@ -85,6 +86,27 @@ def test_local_symlink_out_of_the_root_is_refused(tmp_path):
     with pytest.raises(StorageError):
         storage.put("link/x.json", b"x")
     assert not (outside / "x.json").exists()
+
+
+def test_local_put_replaces_a_symlinked_file_instead_of_following_it(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    storage.put("tasks/1.json", b"first")
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(b"not ours")
+    (tmp_path / "bucket/tasks/1.json").unlink()
+    (tmp_path / "bucket/tasks/1.json").symlink_to(outside)
+    storage.put("tasks/1.json", b"second")
+    assert outside.read_bytes() == b"not ours"
+    assert not (tmp_path / "bucket/tasks/1.json").is_symlink()
+    assert storage.get("tasks/1.json") == b"second"
+
+
+def test_local_put_recreates_a_folder_removed_between_writes(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    storage.put("exports/1/yolo/labels/1.txt", b"a")
+    shutil.rmtree(tmp_path / "bucket/exports")
+    storage.put("exports/1/yolo/labels/2.txt", b"b")
+    assert storage.get("exports/1/yolo/labels/2.txt") == b"b"
 
 
 def test_local_write_failure_is_a_storage_error(tmp_path):

@@ -24,6 +24,10 @@ class UnsafeKeyError(StorageError, ValueError):
 class StorageBackend(Protocol):
     """Where task files and exports are written."""
 
+    #: How many writes are worth running at once: many for a network store, one for a local
+    #: disk (threads would only contend for the GIL: measured 4x the CPU, slower in wall time).
+    write_concurrency: int
+
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         """Write the whole object atomically: readers see the old or the new bytes."""
 
@@ -55,10 +59,11 @@ def check_key(key: str) -> str:
     return key
 
 
-def put_many(storage: StorageBackend, items: list[tuple[str, bytes]], workers: int = 16) -> None:
-    """Write several objects concurrently (each write is still whole and atomic); the first
-    failure is raised after the others finished."""
-    if len(items) <= 1:
+def put_many(storage: StorageBackend, items: list[tuple[str, bytes]]) -> None:
+    """Write several objects, concurrently as far as the backend gains from it (each write is
+    still whole and atomic); the first failure is raised after the others finished."""
+    workers = storage.write_concurrency
+    if len(items) <= 1 or workers <= 1:
         for key, data in items:
             storage.put(key, data)
         return

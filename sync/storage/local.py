@@ -15,32 +15,61 @@ from sync.storage.base import StorageError, check_key, register
 class LocalStorage:
     """Objects as files under ``root``."""
 
+    write_concurrency = 1
+
     def __init__(self, root: str | Path, **_options: object) -> None:
         self.root = Path(root).resolve()
+        self._folders: dict[str, Path] = {}  # key prefix -> its existing, confined folder
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
+        return self._confined(key, path)
+
+    def _confined(self, key: str, path: Path) -> Path:
         if not path.is_relative_to(self.root):  # a symlink inside the root pointing out
             raise StorageError(f"key {key!r} resolves outside the storage root")
         return path
 
+    def _folder(self, key: str) -> Path:
+        """The existing folder a new object of ``key`` goes into, created if needed.
+
+        Remembered per folder: resolving and creating it for every file was most of a write.
+        Only the folder needs confining: the file itself is replaced by a rename, which does
+        not follow a symlink standing in its place.
+        """
+        prefix = check_key(key).rpartition("/")[0]
+        folder = self._folders.get(prefix)
+        if folder is None:
+            folder = self._confined(key, (self.root / prefix).resolve())
+            folder.mkdir(parents=True, exist_ok=True)
+            if len(self._folders) > 10_000:
+                self._folders.clear()
+            self._folders[prefix] = folder
+        return folder
+
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
-        path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                self._write(self._folder(key), key.rpartition("/")[2], data)
+            except FileNotFoundError:  # the folder was removed since it was remembered
+                self._folders.pop(key.rpartition("/")[0], None)
+                self._write(self._folder(key), key.rpartition("/")[2], data)
         except OSError as exc:
             raise StorageError(f"cannot write {key}: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def _write(folder: Path, name: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def get(self, key: str) -> bytes | None:
         try:

@@ -35,6 +35,8 @@ def _translate(action: str, key: str, exc: Exception) -> StorageError:
 class S3Storage:
     """Objects under ``s3://bucket/prefix``."""
 
+    write_concurrency = 16  # requests wait on the network: overlap them (pool holds 20)
+
     def __init__(
         self,
         bucket: str,

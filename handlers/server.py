@@ -1,0 +1,126 @@
+"""The receiver's gunicorn worker: gthread, with connections spread evenly over the workers.
+
+With plain gthread every worker listens on the shared socket and whichever wakes first
+accepts; keep-alive senders then stay on it. Measured here: wrk's 16 connections all landed
+on one of two workers, halving throughput at random. This worker leaves a new connection to
+a sibling that holds fewer (least connections): the siblings publish their counts on a
+shared board. A deferral lasts at most ``MAX_DEFER_S``, after which the connection is
+accepted anyway, so a wedged or dead sibling costs a pending connection a few milliseconds,
+never an answer.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import selectors
+import struct
+import time
+
+from gunicorn.workers.gthread import ThreadWorker
+
+SLOTS = 64
+_SLOT = struct.Struct("qqd")  # pid, open connections, last heartbeat (monotonic clock)
+STALE_S = 3.0  # a sibling silent this long is gone (its loop beats at least every second)
+PAUSE_S = 0.005
+MAX_DEFER_S = 0.05
+
+
+class ConnectionBoard:
+    """Per-worker connection counts in memory shared by the workers (made before the fork)."""
+
+    def __init__(self, slots: int = SLOTS) -> None:
+        self.slots = slots
+        self._map = mmap.mmap(-1, slots * _SLOT.size)
+
+    def publish(self, slot: int, connections: int) -> None:
+        """Record ``slot``'s count and that its worker is alive."""
+        _SLOT.pack_into(self._map, slot * _SLOT.size, os.getpid(), connections, time.monotonic())
+
+    def leave(self, slot: int) -> None:
+        """Free ``slot`` (its worker stops)."""
+        _SLOT.pack_into(self._map, slot * _SLOT.size, 0, 0, 0.0)
+
+    def fewest_elsewhere(self, slot: int) -> int | None:
+        """The smallest count of a live sibling of ``slot``'s worker (None: no sibling)."""
+        now, fewest = time.monotonic(), None
+        for other in range(self.slots):
+            pid, connections, beat = _SLOT.unpack_from(self._map, other * _SLOT.size)
+            if other != slot and pid and now - beat < STALE_S:
+                fewest = connections if fewest is None else min(fewest, connections)
+        return fewest
+
+
+BOARD = ConnectionBoard()  # at import, in the gunicorn master: inherited by every worker
+
+
+class _LoopSelector(selectors.DefaultSelector):
+    """The worker loop's selector; lets the worker act before each wait."""
+
+    def __init__(self, worker: BalancedThreadWorker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def select(self, timeout=None):
+        return super().select(self.worker.before_wait(timeout))
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker that accepts a connection only if no sibling holds fewer."""
+
+    def run(self) -> None:
+        self.slot = self.age % BOARD.slots
+        self._paused: list = []
+        self._resume_at = 0.0
+        self._deferring_since: float | None = None
+        self.poller.close()
+        self.poller = _LoopSelector(self)
+        BOARD.publish(self.slot, 0)
+        try:
+            super().run()
+        finally:
+            BOARD.leave(self.slot)
+
+    def accept(self, server, listener) -> None:
+        """Accept one pending connection, unless a sibling should (see the module docstring)."""
+        now = time.monotonic()
+        fewest = BOARD.fewest_elsewhere(self.slot)
+        if fewest is not None and self.nr_conns > fewest:
+            self._deferring_since = self._deferring_since or now
+            if now - self._deferring_since < MAX_DEFER_S:
+                self._pause_listening(now)
+                return
+        self._deferring_since = None
+        super().accept(server, listener)
+        BOARD.publish(self.slot, self.nr_conns)
+
+    def before_wait(self, timeout: float | None) -> float | None:
+        """Beat, resume listening when a pause is over, and wait no longer than the pause."""
+        BOARD.publish(self.slot, self.nr_conns)
+        if not self._paused:
+            return timeout
+        remaining = self._resume_at - time.monotonic()
+        if remaining > 0:
+            return remaining if timeout is None else min(timeout, remaining)
+        self._resume_listening()
+        return timeout
+
+    def _pause_listening(self, now: float) -> None:
+        if self._paused:  # a second listener reported in the same round
+            return
+        with self._lock:
+            for sock in self.sockets:
+                key = self.poller.get_key(sock)
+                self.poller.unregister(sock)
+                self._paused.append((sock, key.data))
+        self._resume_at = now + PAUSE_S
+
+    def _resume_listening(self) -> None:
+        with self._lock:
+            for sock, data in self._paused:
+                self.poller.register(sock, selectors.EVENT_READ, data)
+        readable, _, _ = select.select([sock for sock, _ in self._paused], [], [], 0)
+        if not readable:  # a sibling took what was waiting: the next deferral starts afresh
+            self._deferring_since = None
+        self._paused = []

@@ -1,0 +1,70 @@
+"""The receiver's gunicorn worker spreads keep-alive connections over its processes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from handlers.server import ConnectionBoard
+from sync import launcher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pid_server():
+    port = launcher.free_port()
+    command = launcher.gunicorn_command(
+        "127.0.0.1", port, 2, app="tests.pid_app:app", access_log=False
+    )
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        pids = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:  # both workers booted
+            try:
+                pids.add(requests.get(base, timeout=1).text)
+            except requests.RequestException:
+                time.sleep(0.1)
+        yield base
+    finally:
+        launcher.terminate([proc])
+
+
+def test_keep_alive_connections_are_spread_evenly_over_the_workers(pid_server):
+    # Opened together, as a load generator does: plain gthread put them all on one worker.
+    sessions = [requests.Session() for _ in range(16)]
+    served = Counter(s.get(pid_server, timeout=5).text for s in sessions)
+    for _ in range(5):  # each connection stays with its worker
+        for session in sessions:
+            served[session.get(pid_server, timeout=5).text] += 1
+    for session in sessions:
+        session.close()
+    assert len(served) == 2, served
+    assert min(served.values()) >= 0.35 * sum(served.values()), served
+
+
+def test_the_board_leaves_out_this_worker_silent_siblings_and_those_gone():
+    board = ConnectionBoard(slots=4)
+    assert board.fewest_elsewhere(0) is None
+    board.publish(0, 5)
+    board.publish(1, 3)
+    board.publish(2, 7)
+    assert board.fewest_elsewhere(0) == 3
+    assert board.fewest_elsewhere(1) == 5
+    board.leave(1)
+    assert board.fewest_elsewhere(0) == 7
+
+
+def test_a_silent_sibling_is_not_waited_for(monkeypatch):
+    board = ConnectionBoard(slots=2)
+    board.publish(1, 0)
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + 10)
+    assert board.fewest_elsewhere(0) is None
