@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 import orjson
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.validation import Issue, validate_delivery
@@ -54,7 +54,7 @@ def receive(project_id: int | None = None):
         response.headers["Retry-After"] = "5"
         return response
     answer = {"delivery_id": recorded.delivery_id, "status": STATUS_ANSWER[recorded.status]}
-    return jsonify(answer), 202
+    return Response(orjson.dumps(answer), 202, mimetype="application/json")
 
 
 def _unauthorized(settings):

@@ -29,7 +29,6 @@ from sync.exporters.regions import context_from_config
 from sync.locks import ProjectLock
 from sync.models import Annotation, ExportFragment, Project, Task
 from sync.runtime import Runtime
-from sync.storage import put_many
 
 log = logging.getLogger("annosync.exports")
 # The rebuild renews its lock after each format, so a killed worker frees the project's
@@ -146,7 +145,7 @@ def _render(rt, session, exporter, ctx, tasks, deleted) -> int:
         if task_id in previous:
             stale += list(orjson.loads(previous[task_id].files))
             changed += 1
-    put_many(rt.storage, writes)
+    rt.storage.put_many(writes)
     for key in stale:
         rt.storage.delete(key)
     session.execute(
@@ -245,7 +244,7 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
             )
             files = exporter.aggregate(fragments, ctx)
             root = export_root(project_id, exporter.folder)
-            put_many(rt.storage, [(root + path, data) for path, data in files.items()])
+            rt.storage.put_many([(root + path, data) for path, data in files.items()])
             if lock is not None:
                 lock.renew()
             for path in sorted(files):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from sync.models import Delivery
@@ -91,6 +92,71 @@ def record_many(session: Session, rows: list[dict[str, Any]]) -> list[Recorded]:
             raise
         return [Recorded(existing.id, "duplicate", existing.project_id)]
     return [Recorded(i, row["status"], row["project_id"]) for i, row in zip(ids, rows, strict=True)]
+
+
+def insert_many(engine: Engine, rows: list[dict[str, Any]]) -> list[Recorded]:
+    """:func:`record_many` on a bare driver connection: the receiver's hot path (SQLAlchemy's
+    session, statement compilation and result handling cost more than the insert itself).
+    Rows with a key recorded before are handed to :func:`record_many`, which names them."""
+    sql, processors = _raw_insert(engine)
+    params = [[p(row.get(c)) if p else row.get(c) for c, p in processors] for row in rows]
+    driver = engine.dialect.dbapi
+    try:
+        ids = _insert_committed(engine, sql, params)
+    except driver.Error as exc:  # as SQLAlchemy would raise it (callers answer 503)
+        raise DBAPIError.instance(sql, None, exc, driver.Error, hide_parameters=True) from exc
+    if ids is None:
+        with Session(engine) as session:
+            return record_many(session, rows)
+    return [Recorded(i, row["status"], row["project_id"]) for i, row in zip(ids, rows, strict=True)]
+
+
+def _insert_committed(engine: Engine, sql: str, params: list[list[Any]]) -> list[int] | None:
+    """Insert and commit; the new ids, or None when a key was recorded before."""
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        try:
+            ids = _insert_returning_ids(engine.dialect.name, cursor, sql, params)
+            conn.commit()
+            return ids
+        except engine.dialect.dbapi.IntegrityError:
+            conn.rollback()
+            return None
+        finally:
+            cursor.close()
+    finally:
+        conn.close()
+
+
+@cache
+def _raw_insert(engine: Engine) -> tuple[str, list[tuple[str, Any]]]:
+    """The driver-level INSERT of an inbox row and each column's bind conversion."""
+    table, dialect = Delivery.__table__, engine.dialect
+    columns = [c for c in table.columns if c.name != "id"]
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "
+        f"VALUES ({', '.join(mark for _ in columns)})"
+    )
+    if dialect.name != "sqlite":
+        sql += " RETURNING id"
+    return sql, [(c.name, c.type.bind_processor(dialect)) for c in columns]
+
+
+def _insert_returning_ids(dialect: str, cursor, sql: str, params: list[list[Any]]) -> list[int]:
+    if dialect == "sqlite":  # one statement per row: lastrowid is the id, no round trips
+        ids = []
+        for values in params:
+            cursor.execute(sql, values)
+            ids.append(cursor.lastrowid)
+        return ids
+    cursor.executemany(sql, params, returning=True)  # psycopg: pipelined, ids in order
+    ids = []
+    while True:
+        ids.append(cursor.fetchone()[0])
+        if not cursor.nextset():
+            return ids
 
 
 def pending_batch(session: Session, project_id: int | None, limit: int, skip: set[int]) -> list:

@@ -28,7 +28,7 @@ from sync.models import Delivery
 from sync.payloads import is_payloadless
 from sync.reconcile import pull_project
 from sync.runtime import Runtime
-from sync.storage import StorageError, put_many
+from sync.storage import StorageError
 
 log = logging.getLogger("annosync.jobs")
 
@@ -289,7 +289,7 @@ def write_dirty_tasks(rt: Runtime, project_id: int | None, lock=None) -> int:
             annotations = store.live_annotations(session, [t.id for t in live])
             docs = [store.task_document(t, annotations[t.id]) for t in live]
             rendered = [(doc, store.encode_task(doc)) for doc in docs]
-            put_many(rt.storage, [(store.task_key(d["id"]), raw) for d, raw in rendered])
+            rt.storage.put_many([(store.task_key(d["id"]), raw) for d, raw in rendered])
             gone = [t.id for t in tasks if t.deleted]
             for task_id in gone:
                 rt.storage.delete(store.task_key(task_id))

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from sync import inbox, jobs
+from sync import db, inbox, jobs
 
 log = logging.getLogger("annosync.recorder")
 MAX_BATCH = 128
@@ -39,6 +39,7 @@ class GroupRecorder:
         self._queue: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._owner: int | None = None  # the pid whose writer thread runs (forks need their own)
+        self._engine = db.make_engine(rt.settings.database_url)
 
     def record(self, row: dict[str, Any]) -> inbox.Recorded:
         """Record one row; raises what the database raised (the caller answers 503)."""
@@ -72,8 +73,7 @@ class GroupRecorder:
 
     def _write(self, batch: list[_Waiting]) -> None:
         try:
-            with self.rt.sessions() as session:
-                results = inbox.record_many(session, [w.row for w in batch])
+            results = inbox.insert_many(self._engine, [w.row for w in batch])
             for waiting, result in zip(batch, results, strict=True):
                 waiting.result = result
             # Before anyone is answered: a 202 means the drain was asked for (or Redis is down

@@ -21,7 +21,6 @@ from sync.locks import ProjectLock
 from sync.models import Task
 from sync.reconcile import SnapshotResult, pull_project
 from sync.runtime import Runtime
-from sync.storage import put_many
 
 BATCH = 500
 _TASK_KEY = re.compile(r"^tasks/(\d{1,19})\.json$")
@@ -100,7 +99,7 @@ def _reconcile_storage(
                 owed.append((key, data))
         summary.written += len(owed)
         if not summary.dry_run:
-            put_many(rt.storage, owed)
+            rt.storage.put_many(owed)
         store.mark_written(session, [(t.id, t.version) for t in tasks])
         done, last_id = done + len(tasks), tasks[-1].id
         lock.renew()

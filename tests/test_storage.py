@@ -32,6 +32,24 @@ def test_put_get_delete_list(storage):
     assert list(storage.list("tasks/")) == []
 
 
+def test_put_many_writes_every_object_and_the_later_of_two_writes_wins(storage):
+    items = [(f"tasks/{n}.json", f"task {n}".encode()) for n in range(20)]
+    storage.put_many([*items, ("tasks/3.json", b"again")])
+    assert sorted(storage.list("tasks/")) == sorted(key for key, _ in items)
+    assert storage.get("tasks/4.json") == b"task 4"
+    assert storage.get("tasks/3.json") == b"again"
+
+
+def test_local_put_many_failure_leaves_no_temporary_files(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    storage.put("exports/blocked", b"a file where a folder is needed")
+    items = [(f"tasks/{n}.json", b"x") for n in range(10)] + [("exports/blocked/1.txt", b"y")]
+    with pytest.raises(StorageError):
+        storage.put_many(items)
+    leftovers = [p for p in (tmp_path / "bucket").rglob("*") if p.name.startswith(".tmp-")]
+    assert leftovers == []
+
+
 def test_digests_are_md5_of_the_content(storage):
     storage.put("tasks/7.json", b"seven")
     assert dict(storage.list_digests("tasks/")) == {

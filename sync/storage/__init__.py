@@ -12,7 +12,7 @@ from sync.storage.base import (
     UnsafeKeyError,
     backend_for,
     check_key,
-    put_many,
+    put_concurrently,
 )
 
 __all__ = [
@@ -21,7 +21,7 @@ __all__ = [
     "UnsafeKeyError",
     "check_key",
     "open_storage",
-    "put_many",
+    "put_concurrently",
 ]
 
 

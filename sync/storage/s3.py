@@ -14,7 +14,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sync.storage.base import StorageError, check_key, register
+from sync.storage.base import StorageError, check_key, put_concurrently, register
 
 _CONFIG = Config(
     retries={"max_attempts": 4, "mode": "standard"},
@@ -34,8 +34,6 @@ def _translate(action: str, key: str, exc: Exception) -> StorageError:
 @register("s3")
 class S3Storage:
     """Objects under ``s3://bucket/prefix``."""
-
-    write_concurrency = 16  # requests wait on the network: overlap them (pool holds 20)
 
     def __init__(
         self,
@@ -66,6 +64,9 @@ class S3Storage:
             )
         except (ClientError, BotoCoreError) as exc:
             raise _translate("write", key, exc) from None
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        put_concurrently(self.put, items, workers=16)  # requests wait on the network
 
     def get(self, key: str) -> bytes | None:
         full = self._key(key)
