@@ -7,6 +7,12 @@ a sibling that holds fewer (least connections): the siblings publish their count
 shared board. A deferral lasts at most ``MAX_DEFER_S``, after which the connection is
 accepted anyway, so a wedged or dead sibling costs a pending connection a few milliseconds,
 never an answer.
+
+Connections opened while a sibling was not yet (or no longer) running would stay where they
+landed for as long as the sender keeps them alive: measured here, right after start-up all
+16 of wrk's connections sat on the worker that booted first, for the whole run. So a worker
+holding at least two more than a sibling closes some after their current answer (the answer
+says ``Connection: close``; the sender reconnects, and the new connection goes to the sibling).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ _SLOT = struct.Struct("qqd")  # pid, open connections, last heartbeat (monotonic
 STALE_S = 3.0  # a sibling silent this long is gone (its loop beats at least every second)
 PAUSE_S = 0.005
 MAX_DEFER_S = 0.05
+REBALANCE_EVERY_S = 0.1
 
 
 class ConnectionBoard:
@@ -74,6 +81,8 @@ class BalancedThreadWorker(ThreadWorker):
         self._paused: list = []
         self._resume_at = 0.0
         self._deferring_since: float | None = None
+        self._to_shed = 0
+        self._next_rebalance = 0.0
         self.poller.close()
         self.poller = _LoopSelector(self)
         BOARD.publish(self.slot, 0)
@@ -81,6 +90,24 @@ class BalancedThreadWorker(ThreadWorker):
             super().run()
         finally:
             BOARD.leave(self.slot)
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.wsgi
+
+        def closing_when_unbalanced(environ, start_response):
+            if self._to_shed > 0 and self._claim_shedding():
+                start_response.__self__.force_close()  # gunicorn's Response: "Connection: close"
+            return app(environ, start_response)
+
+        self.wsgi = closing_when_unbalanced
+
+    def _claim_shedding(self) -> bool:
+        with self._lock:
+            if self._to_shed <= 0:
+                return False
+            self._to_shed -= 1
+            return True
 
     def accept(self, server, listener) -> None:
         """Accept one pending connection, unless a sibling should (see the module docstring)."""
@@ -98,6 +125,7 @@ class BalancedThreadWorker(ThreadWorker):
     def before_wait(self, timeout: float | None) -> float | None:
         """Beat, resume listening when a pause is over, and wait no longer than the pause."""
         BOARD.publish(self.slot, self.nr_conns)
+        self._plan_rebalance()
         if not self._paused:
             return timeout
         remaining = self._resume_at - time.monotonic()
@@ -105,6 +133,17 @@ class BalancedThreadWorker(ThreadWorker):
             return remaining if timeout is None else min(timeout, remaining)
         self._resume_listening()
         return timeout
+
+    def _plan_rebalance(self) -> None:
+        """Every ``REBALANCE_EVERY_S``: how many connections to close so that no sibling
+        holds two fewer than this worker (half the difference: the sibling gains them)."""
+        now = time.monotonic()
+        if now < self._next_rebalance:
+            return
+        self._next_rebalance = now + REBALANCE_EVERY_S
+        fewest = BOARD.fewest_elsewhere(self.slot)
+        excess = 0 if fewest is None else self.nr_conns - fewest
+        self._to_shed = excess // 2 if excess >= 2 else 0
 
     def _pause_listening(self, now: float) -> None:
         if self._paused:  # a second listener reported in the same round
