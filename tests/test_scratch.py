@@ -1,0 +1,118 @@
+"""Local storage's reusable scratch files: atomic for readers, never written through, cleaned."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sync.storage import UnsafeKeyError, open_storage
+from sync.storage import scratch as scratch_module
+from sync.storage.scratch import SCRATCH_DIR, SMALL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bucket(tmp_path):
+    return tmp_path / "bucket"
+
+
+@pytest.fixture
+def reuse_at_once(monkeypatch):
+    monkeypatch.setattr(scratch_module, "REUSE_AFTER_S", 0.0)
+
+
+def test_a_reader_of_the_old_file_keeps_reading_the_old_bytes(bucket):
+    storage = open_storage(bucket.as_uri())
+    storage.put("tasks/1.json", b"old " * 100)
+    with open(bucket / "tasks/1.json", "rb") as reader:
+        for n in range(50):  # many writes while the reader holds the old inode open
+            storage.put_many([("tasks/1.json", b"new %d" % n), ("tasks/2.json", b"x")])
+        assert reader.read() == b"old " * 100
+    assert storage.get("tasks/1.json") == b"new 49"
+
+
+def test_an_old_file_with_another_name_is_never_written_through(bucket, reuse_at_once):
+    storage = open_storage(bucket.as_uri())
+    storage.put("tasks/1.json", b"mine")
+    other = bucket.parent / "hard-link.json"
+    os.link(bucket / "tasks/1.json", other)  # someone else's name for the same file
+    for n in range(5):  # the exchanged-out file would be reused here if it were safe
+        storage.put_many([("tasks/1.json", b"v%d" % n), ("tasks/9.json", b"w%d" % n)])
+    assert other.read_bytes() == b"mine"
+    assert storage.get("tasks/1.json") == b"v4"
+
+
+def test_a_symlink_put_in_place_is_replaced_and_its_target_untouched(bucket, reuse_at_once):
+    storage = open_storage(bucket.as_uri())
+    storage.put("tasks/1.json", b"first")
+    outside = bucket.parent / "outside.json"
+    outside.write_bytes(b"not ours")
+    for n in range(5):
+        (bucket / "tasks/1.json").unlink()
+        (bucket / "tasks/1.json").symlink_to(outside)
+        storage.put_many([("tasks/1.json", b"n%d" % n), ("tasks/2.json", b"m%d" % n)])
+    assert outside.read_bytes() == b"not ours"
+    assert storage.get("tasks/1.json") == b"n4"
+
+
+def test_files_are_readable_by_others_whatever_the_umask(bucket):
+    old = os.umask(0o077)
+    try:
+        storage = open_storage(bucket.as_uri())
+        storage.put_many([("tasks/1.json", b"a"), ("tasks/2.json", b"b" * (SMALL + 1))])
+    finally:
+        os.umask(old)
+    assert (bucket / "tasks/1.json").stat().st_mode & 0o777 == 0o644
+    assert (bucket / "tasks/2.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_small_and_large_objects_in_one_batch_are_written_in_order(bucket):
+    storage = open_storage(bucket.as_uri())
+    large = b"L" * (SMALL + 10)
+    storage.put_many([("a/1", b"small"), ("a/1", large), ("a/2", b"s2"), ("a/2", large)])
+    assert storage.get("a/1") == large
+    assert storage.get("a/2") == large
+    assert sorted(os.listdir(bucket / "a")) == ["1", "2"]
+
+
+def test_the_scratch_folder_is_not_listed_and_not_a_key(bucket):
+    storage = open_storage(bucket.as_uri())
+    storage.put_many([("tasks/1.json", b"a"), ("tasks/2.json", b"b")])
+    storage.put("tasks/1.json", b"c")
+    assert (bucket / SCRATCH_DIR).is_dir()
+    assert sorted(storage.list()) == ["tasks/1.json", "tasks/2.json"]
+    with pytest.raises(UnsafeKeyError):
+        storage.put(f"{SCRATCH_DIR}/x", b"x")
+
+
+def test_scratch_files_of_dead_processes_are_removed_and_own_ones_at_exit(bucket):
+    folder = bucket / SCRATCH_DIR
+    folder.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    host = socket.gethostname()
+    (folder / f"{host},{dead},1").write_bytes(b"left by a killed worker")
+    (folder / f"other-host,{dead},1").write_bytes(b"another machine's, on shared storage")
+    (folder / f"{host},{os.getpid()},999").write_bytes(b"a live process's")
+    script = (
+        "import sys; from sync.storage import open_storage; "
+        "s = open_storage(sys.argv[1]); "
+        "s.put_many([(f'tasks/{n}.json', b'x') for n in range(10)]); "
+        "s.put_many([(f'tasks/{n}.json', b'y') for n in range(10)])"
+    )
+    subprocess.run([sys.executable, "-c", script, bucket.as_uri()], cwd=ROOT, check=True)
+    assert {p.name for p in folder.iterdir()} == {
+        f"{host},{os.getpid()},999",
+        f"other-host,{dead},1",
+    }
+    assert (bucket / "tasks/3.json").read_bytes() == b"y"
