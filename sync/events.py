@@ -61,6 +61,8 @@ def upsert_project(session: Session, data: dict[str, Any]) -> bool:
     """Store a project's title and label config; True when the config changed."""
     project = session.get(Project, data["id"])
     updated = normalise_ts(data.get("updated_at"))
+    if project is not None and _holds(project, data, updated):
+        return False  # every delivery repeats its project: most find it stored already
     if project is None:
         project = Project(id=data["id"], deleted=False, config_version=0)
         session.add(project)
@@ -83,6 +85,17 @@ def upsert_project(session: Session, data: dict[str, Any]) -> bool:
     project.parsed_config = orjson.dumps(parsed).decode()
     project.config_version += 1
     return True
+
+
+def _holds(project: Project, data: dict[str, Any], updated: str | None) -> bool:
+    """Whether the stored project already is what ``data`` would make it."""
+    config = data.get("label_config")
+    return (
+        not project.deleted
+        and project.updated_at == (updated or project.updated_at)
+        and project.title == data.get("title", project.title)
+        and (not isinstance(config, str) or config == project.label_config)
+    )
 
 
 @handles("ANNOTATION_CREATED", "ANNOTATION_UPDATED")

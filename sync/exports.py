@@ -149,11 +149,14 @@ def _render(rt, session, exporter, ctx, tasks, deleted) -> int:
     for key in stale:
         rt.storage.delete(key)
     session.execute(
-        delete(ExportFragment).where(
+        delete(ExportFragment)
+        .where(
             ExportFragment.project_id == ctx.project_id,
             ExportFragment.format == exporter.name,
             ExportFragment.task_id.in_(ids),
         )
+        # The loaded fragments are not used again: matching them in memory costs more.
+        .execution_options(synchronize_session=False)
     )
     if rows:
         session.execute(ExportFragment.__table__.insert(), rows)

@@ -17,6 +17,7 @@ import orjson
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
+from sqlalchemy import Row
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -24,7 +25,6 @@ from config.settings import load_settings
 from sync import db, events, exports, inbox, store
 from sync.labelstudio import LabelStudioError
 from sync.locks import ProjectLock
-from sync.models import Delivery
 from sync.payloads import is_payloadless
 from sync.reconcile import pull_project
 from sync.runtime import Runtime
@@ -178,7 +178,7 @@ def _apply_pending(rt: Runtime, project_id: int | None, lock) -> int:
     return applied
 
 
-def _is_pull(delivery: Delivery) -> bool:
+def _is_pull(delivery: Row) -> bool:
     return len(delivery.body) < 100 and is_payloadless(orjson.loads(delivery.body))
 
 
@@ -200,8 +200,7 @@ def _pull(rt: Runtime, session: Session, project_id: int | None, pulls: list, sk
         session.rollback()
         log.warning("project %s: pull failed: %s", project_id, exc)
         return _fail_pulls(session, pulls, str(exc), rt.settings.max_attempts, skip)
-    for delivery in pulls:
-        inbox.mark_applied(session, delivery)
+    inbox.mark_applied(session, [delivery.id for delivery in pulls])
     session.commit()
     return len(pulls)
 
@@ -225,8 +224,8 @@ def _apply_batch(session: Session, batch: list, options, max_attempts: int, skip
         store.preload(session, bodies)
         for delivery, body in zip(batch, bodies, strict=True):
             events.apply(session, body, delivery.project_id, options)
-            inbox.mark_applied(session, delivery)
         session.flush()
+        inbox.mark_applied(session, [delivery.id for delivery in batch])
         return len(batch)
     except OperationalError:
         raise  # the database itself is in trouble: let RQ retry the whole job
@@ -235,7 +234,6 @@ def _apply_batch(session: Session, batch: list, options, max_attempts: int, skip
         session.rollback()
     finally:
         store.forget_preload(session)
-    batch = [session.get(Delivery, d.id) for d in batch]  # reloaded after the rollback
     db.begin_writing(session)
     applied = 0
     for delivery in batch:
@@ -246,11 +244,11 @@ def _apply_batch(session: Session, batch: list, options, max_attempts: int, skip
     return applied
 
 
-def _apply_one(session: Session, delivery: Delivery, options, max_attempts: int) -> bool:
+def _apply_one(session: Session, delivery: Row, options, max_attempts: int) -> bool:
     savepoint = session.begin_nested()
     try:
         events.apply(session, orjson.loads(delivery.body), delivery.project_id, options)
-        inbox.mark_applied(session, delivery)
+        inbox.mark_applied(session, [delivery.id])
         savepoint.commit()
         return True
     except OperationalError:

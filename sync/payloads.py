@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 #: Keys of a Label Studio ``project`` object that hold credentials.
@@ -42,6 +43,11 @@ def normalise_ts(value: Any) -> str | None:
     """
     if not isinstance(value, str) or not value:
         return None
+    return _normalised(value)
+
+
+@lru_cache(maxsize=16_384)  # a delivery repeats its project's and task's stamps
+def _normalised(value: str) -> str | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
