@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -321,6 +322,31 @@ TARGETS = {
 }
 
 
+def machine_speed() -> dict:
+    """How fast this machine runs Python right now (best of 3 of a fixed 10M-step loop):
+    the same VM measured 0.9-1.5 s on different hours, so figures of two runs compare only
+    alongside it."""
+    best = min(
+        float(
+            subprocess.run(
+                [sys.executable, "-c", CALIBRATION], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(3)
+    )
+    return {"python_loop_10M_s": best, "cpus": os.cpu_count()}
+
+
+CALIBRATION = """
+import time
+t = time.perf_counter()
+s = 0
+for i in range(10_000_000):
+    s += i
+print(round(time.perf_counter() - t, 3))
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
@@ -328,13 +354,15 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "bench/results/harness.json"))
     args = parser.parse_args()
     seconds = 5 if args.quick else 10
-    results = {}
+    results = {"machine": machine_speed()}
+    print(f"== machine {results['machine']}", flush=True)
     for kind in args.db:
         figures = {}
         for section in (ingest, freshness):
             figures |= section(kind, seconds)
         figures |= burst(kind)
         results[kind] = figures
+        results["machine_after"] = machine_speed()
         print(f"== {kind}", flush=True)
         for name, value in figures.items():
             target = TARGETS.get(name)

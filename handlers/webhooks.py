@@ -28,6 +28,11 @@ STATUS_ANSWER = {"pending": "queued", "duplicate": "duplicate", "ignored": "igno
 @bp.post("/webhooks/label-studio/<int:project_id>")
 def receive(project_id: int | None = None):
     rt = current_app.config["RUNTIME"]
+    with rt.recorder.arriving():
+        return _receive(rt, project_id)
+
+
+def _receive(rt, project_id: int | None):
     settings = rt.settings
     shared = secret_matches(request, settings.webhook_header, settings.webhook_secrets)
     if not shared and not settings.signing_secrets:

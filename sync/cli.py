@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from config.settings import Settings, SettingsError, load_settings, settings_markdown
 from config.validation import validate_delivery
@@ -94,11 +94,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """RQ worker(s) with the scheduler and the inbox sweep."""
     settings = _settings()
-    _require_current_schema(settings)
     rt = Runtime(settings)
     jobs.set_runtime(rt)
     stop = threading.Event()
-    jobs.sweep(rt, min_age_s=0)
+    _start_when_database_answers(rt)
     if not args.burst:
         threading.Thread(target=jobs.sweep_forever, args=(rt, stop), daemon=True).start()
     queues = args.queues.split(",") if args.queues else [settings.queue_name]
@@ -108,6 +107,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     finally:
         stop.set()
     return 0
+
+
+def _start_when_database_answers(rt: Runtime) -> None:
+    """Check the schema and sweep once. A worker started while the database restarts waits
+    for it (measured: both workers of a stack exited when PostgreSQL stopped as they started,
+    leaving every later delivery pending); a schema that is not current still stops it."""
+    delay = 0.5
+    while True:
+        try:
+            _require_current_schema(rt.settings)
+            jobs.sweep(rt, min_age_s=0)
+            return
+        except OperationalError as exc:
+            logging.getLogger("annosync.worker").warning(
+                "database unavailable (%s); retrying in %.1f s", str(exc).splitlines()[0], delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 # RQ's scheduler (delayed jobs, retries with a back-off) dies with a Redis outage and only

@@ -94,15 +94,21 @@ def record_many(session: Session, rows: list[dict[str, Any]]) -> list[Recorded]:
     return [Recorded(i, row["status"], row["project_id"]) for i, row in zip(ids, rows, strict=True)]
 
 
-def insert_many(engine: Engine, rows: list[dict[str, Any]]) -> list[Recorded]:
+def insert_many(engine: Engine, rows: list[dict[str, Any]], conn=None) -> list[Recorded]:
     """:func:`record_many` on a bare driver connection: the receiver's hot path (SQLAlchemy's
     session, statement compilation and result handling cost more than the insert itself).
+    ``conn``: a pooled connection the caller holds across calls (a checkout costs a ping and
+    a rollback: two round trips on PostgreSQL); after an error the caller must drop it.
     Rows with a key recorded before are handed to :func:`record_many`, which names them."""
     sql, processors = _raw_insert(engine)
     params = [[p(row.get(c)) if p else row.get(c) for c, p in processors] for row in rows]
     driver = engine.dialect.dbapi
     try:
-        ids = _insert_committed(engine, sql, params)
+        if conn is not None:
+            ids = _insert_committed(engine, conn, sql, params)
+        else:
+            with writer_connection(engine) as own:
+                ids = _insert_committed(engine, own, sql, params)
     except driver.Error as exc:  # as SQLAlchemy would raise it (callers answer 503)
         raise DBAPIError.instance(sql, None, exc, driver.Error, hide_parameters=True) from exc
     if ids is None:
@@ -111,22 +117,27 @@ def insert_many(engine: Engine, rows: list[dict[str, Any]]) -> list[Recorded]:
     return [Recorded(i, row["status"], row["project_id"]) for i, row in zip(ids, rows, strict=True)]
 
 
-def _insert_committed(engine: Engine, sql: str, params: list[list[Any]]) -> list[int] | None:
-    """Insert and commit; the new ids, or None when a key was recorded before."""
-    conn = engine.raw_connection()
+def writer_connection(engine: Engine):
+    """A pooled driver connection to hold for :func:`insert_many` (errors as SQLAlchemy's)."""
+    driver = engine.dialect.dbapi
     try:
-        cursor = conn.cursor()
-        try:
-            ids = _insert_returning_ids(engine.dialect.name, cursor, sql, params)
-            conn.commit()
-            return ids
-        except engine.dialect.dbapi.IntegrityError:
-            conn.rollback()
-            return None
-        finally:
-            cursor.close()
+        return engine.raw_connection()
+    except driver.Error as exc:
+        raise DBAPIError.instance(None, None, exc, driver.Error, hide_parameters=True) from exc
+
+
+def _insert_committed(engine: Engine, conn, sql: str, params: list[list[Any]]) -> list[int] | None:
+    """Insert and commit; the new ids, or None when a key was recorded before."""
+    cursor = conn.cursor()
+    try:
+        ids = _insert_returning_ids(engine.dialect.name, cursor, sql, params)
+        conn.commit()
+        return ids
+    except engine.dialect.dbapi.IntegrityError:
+        conn.rollback()
+        return None
     finally:
-        conn.close()
+        cursor.close()
 
 
 @cache
@@ -151,6 +162,8 @@ def _insert_returning_ids(dialect: str, cursor, sql: str, params: list[list[Any]
             cursor.execute(sql, values)
             ids.append(cursor.lastrowid)
         return ids
+    if len(params) == 1:  # the common case at light load: no pipeline to set up
+        return [cursor.execute(sql, params[0]).fetchone()[0]]
     cursor.executemany(sql, params, returning=True)  # psycopg: pipelined, ids in order
     ids = []
     while True:

@@ -346,3 +346,31 @@ def test_postgresql_restarted_mid_stream_503_then_recovers(tmp_path, redis_url, 
     assert refused >= 20
     assert statuses == {"applied": len(set(bodies))}
     assert got == _expected(bodies, tmp_path, redis_url)
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(tmp_path, redis_url):
+    from sync.launcher import free_port
+
+    env = {
+        **os.environ,
+        "ANNOSYNC_DATA_DIR": str(tmp_path),
+        "ANNOSYNC_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/test",
+        "REDIS_URL": redis_url,
+        "ANNOSYNC_WEBHOOK_SECRET": "faults-secret-123456",
+    }
+    root = Path(__file__).resolve().parents[1]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "sync.cli", "worker"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        time.sleep(4)
+        assert worker.poll() is None  # still there, retrying
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=15)[0].decode()
+    assert "database unavailable" in output
+    assert "Traceback" not in output
