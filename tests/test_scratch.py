@@ -116,3 +116,25 @@ def test_scratch_files_of_dead_processes_are_removed_and_own_ones_at_exit(bucket
         f"other-host,{dead},1",
     }
     assert (bucket / "tasks/3.json").read_bytes() == b"y"
+
+
+def test_a_folder_on_another_filesystem_inside_the_root_is_written_too(bucket):
+    mount = bucket / "mounted"
+    mount.mkdir(parents=True)
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount)]).returncode
+    ):
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        storage = open_storage(bucket.as_uri())
+        storage.put_many([("mounted/a.json", b"1"), ("mounted/b.json", b"2"), ("top.json", b"3")])
+        storage.put_many([("mounted/a.json", b"4"), ("top.json", b"5")])
+        assert [storage.get(k) for k in ("mounted/a.json", "mounted/b.json", "top.json")] == [
+            b"4",
+            b"2",
+            b"5",
+        ]
+        assert sorted(os.listdir(mount)) == ["a.json", "b.json"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -7,6 +7,7 @@ large ones through a new temporary file beside the target, fsynced and renamed o
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -116,6 +117,13 @@ class LocalStorage:
                 self._folders.pop(key.rpartition("/")[0], None)
                 if attempt == 2:
                     raise
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                # The folder is another filesystem mounted inside the root: write it there.
+                self._write(target.parent, name, scratch.read_bytes())
+                self._scratch.give_back(scratch, published=False)
+                return
 
     def _write_large(self, key: str, data: bytes) -> None:
         try:

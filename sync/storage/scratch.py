@@ -38,7 +38,7 @@ REUSE_AFTER_S = 10.0
 MAX_FREE = 10_000
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.EOPNOTSUPP}
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}  # EXDEV: the caller copies
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
