@@ -104,6 +104,7 @@ class ScratchPool:
                 path.unlink(missing_ok=True)
                 continue
             if _is_private_file(fd):
+                os.fchmod(fd, 0o644)  # an exchanged-out file keeps its own mode: not ours
                 return path, fd
             os.close(fd)  # an exchanged-in link or special file: never write through it
             path.unlink(missing_ok=True)
