@@ -12,6 +12,7 @@ import hashlib
 import logging
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,69 @@ def fitting_formats(names, ctx: ExportContext) -> list[str]:
     return [name for name in names if unfit_reason(get_exporter(name), ctx.config) is None]
 
 
+@dataclass
+class TaskOutputs:
+    """The per-task outputs of changed tasks, rendered but not yet written or recorded.
+
+    Rendering only reads the database; writing touches storage only; recording is the only
+    database write. So a caller can write to storage before it writes to the database: on
+    SQLite the write lock (which the receivers wait on) is then held for the statements
+    alone, not for rendering and storage writes (measured: 20-170 ms per batch of tasks
+    while rendering three formats inside the lock).
+    """
+
+    project: Project
+    writes: list[tuple[str, bytes]] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    fragments: list[tuple[str, list[int], list[dict[str, Any]]]] = field(default_factory=list)
+    changed: int = 0
+    classes: str = ""
+
+    def record(self, session: Session) -> None:
+        """Store the fragments and file digests (call after :meth:`write`)."""
+        for name, ids, rows in self.fragments:
+            session.execute(
+                delete(ExportFragment)
+                .where(
+                    ExportFragment.project_id == self.project.id,
+                    ExportFragment.format == name,
+                    ExportFragment.task_id.in_(ids),
+                )
+                # The loaded fragments are not used again: matching them in memory costs more.
+                .execution_options(synchronize_session=False)
+            )
+            if rows:
+                session.execute(ExportFragment.__table__.insert(), rows)
+        self.project.export_changes += self.changed
+        self.project.classes = self.classes  # labels first seen just now
+
+    def delete_stale(self, storage) -> None:
+        """Remove the files of outputs that are gone."""
+        for key in self.stale:
+            storage.delete(key)
+
+
+def render_tasks(
+    rt: Runtime,
+    session: Session,
+    project_id: int,
+    tasks: list[tuple[dict[str, Any], bytes]],
+    deleted: list[int],
+) -> TaskOutputs | None:
+    """Render the kept-fresh formats for changed tasks and deleted ones (None: nothing to
+    do); see :class:`TaskOutputs` for the order of what follows."""
+    formats = rt.settings.export_formats
+    if not formats or (not tasks and not deleted):
+        return None
+    with session.no_autoflush:  # rendering must not take the write lock
+        ctx = context_for(session, project_id, rt.settings.split)
+        outputs = TaskOutputs(_project(session, project_id))
+        for name in fitting_formats(formats, ctx):
+            _render(session, get_exporter(name), ctx, tasks, deleted, outputs)
+    outputs.classes = orjson.dumps(ctx.classes).decode()
+    return outputs
+
+
 def update_tasks(
     rt: Runtime,
     session: Session,
@@ -88,23 +152,16 @@ def update_tasks(
     tasks: list[tuple[dict[str, Any], bytes]],
     deleted: list[int],
 ) -> None:
-    """Render the kept-fresh formats for changed tasks and drop those of deleted ones."""
-    formats = rt.settings.export_formats
-    if not formats or (not tasks and not deleted):
-        return
-    ctx = context_for(session, project_id, rt.settings.split)
-    changed = sum(
-        _render(rt, session, get_exporter(name), ctx, tasks, deleted)
-        for name in fitting_formats(formats, ctx)
-    )
-    project = _project(session, project_id)
-    project.export_changes += changed
-    project.classes = orjson.dumps(ctx.classes).decode()  # labels first seen just now
+    """Render, write and record the kept-fresh formats' outputs of changed tasks."""
+    outputs = render_tasks(rt, session, project_id, tasks, deleted)
+    if outputs is not None:
+        rt.storage.put_many(outputs.writes)
+        outputs.delete_stale(rt.storage)
+        outputs.record(session)
 
 
-def _render(rt, session, exporter, ctx, tasks, deleted) -> int:
-    """Render and write one format's per-task outputs; returns how many tasks' outputs
-    changed.
+def _render(session, exporter, ctx, tasks, deleted, outputs: TaskOutputs) -> None:
+    """Render one format's per-task outputs into ``outputs``.
 
     Every file is written, even when its digest equals the stored one: a worker killed
     between the storage write and the commit leaves storage ahead of the stored digests, so
@@ -121,7 +178,7 @@ def _render(rt, session, exporter, ctx, tasks, deleted) -> int:
             )
         )
     }
-    writes, stale, rows, changed = [], [], [], 0
+    rows = []
     for doc, raw in tasks:
         out = exporter.render_task(doc, raw, ctx)
         digests = {
@@ -129,9 +186,9 @@ def _render(rt, session, exporter, ctx, tasks, deleted) -> int:
         }
         old = previous.get(doc["id"])
         old_digests = orjson.loads(old.files) if old else {}
-        writes += [(root + path, data) for path, data in out.files.items()]
-        stale += [key for key in old_digests if key not in digests]
-        changed += old is None or old.fragment != out.fragment or old_digests != digests
+        outputs.writes += [(root + path, data) for path, data in out.files.items()]
+        outputs.stale += [key for key in old_digests if key not in digests]
+        outputs.changed += old is None or old.fragment != out.fragment or old_digests != digests
         rows.append(
             {
                 "project_id": ctx.project_id,
@@ -143,24 +200,9 @@ def _render(rt, session, exporter, ctx, tasks, deleted) -> int:
         )
     for task_id in deleted:
         if task_id in previous:
-            stale += list(orjson.loads(previous[task_id].files))
-            changed += 1
-    rt.storage.put_many(writes)
-    for key in stale:
-        rt.storage.delete(key)
-    session.execute(
-        delete(ExportFragment)
-        .where(
-            ExportFragment.project_id == ctx.project_id,
-            ExportFragment.format == exporter.name,
-            ExportFragment.task_id.in_(ids),
-        )
-        # The loaded fragments are not used again: matching them in memory costs more.
-        .execution_options(synchronize_session=False)
-    )
-    if rows:
-        session.execute(ExportFragment.__table__.insert(), rows)
-    return changed
+            outputs.stale += list(orjson.loads(previous[task_id].files))
+            outputs.changed += 1
+    outputs.fragments.append((exporter.name, ids, rows))
 
 
 def needs_full_rebuild(session: Session, project_id: int) -> bool:

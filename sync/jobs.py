@@ -287,12 +287,19 @@ def write_dirty_tasks(rt: Runtime, project_id: int | None, lock=None) -> int:
             annotations = store.live_annotations(session, [t.id for t in live])
             docs = [store.task_document(t, annotations[t.id]) for t in live]
             rendered = [(doc, store.encode_task(doc)) for doc in docs]
-            rt.storage.put_many([(store.task_key(d["id"]), raw) for d, raw in rendered])
             gone = [t.id for t in tasks if t.deleted]
+            outputs = None
+            if project_id is not None:
+                outputs = exports.render_tasks(rt, session, project_id, rendered, gone)
+            # Storage first (task files and export files made durable together), then the
+            # database: its write lock is held only for the statements (exports.TaskOutputs).
+            files = [(store.task_key(d["id"]), raw) for d, raw in rendered]
+            rt.storage.put_many(files + (outputs.writes if outputs else []))
             for task_id in gone:
                 rt.storage.delete(store.task_key(task_id))
-            if project_id is not None:
-                exports.update_tasks(rt, session, project_id, rendered, gone)
+            if outputs is not None:
+                outputs.delete_stale(rt.storage)
+                outputs.record(session)
             store.mark_written(session, [(t.id, t.version) for t in tasks])
             session.commit()
             written = max(written, 0) + len(tasks)
