@@ -12,6 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from sync import writegate
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -36,10 +38,13 @@ def make_engine(url: str) -> Engine:
     """One engine per URL and process (pooled connections)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        args = {"timeout": 30, "check_same_thread": False}
+        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            # Writers of every process queue at the gate, not in SQLite's busy handler.
+            args["factory"] = writegate.connection_class(writegate.gate_for(path))
+        engine = create_engine(url, connect_args=args)
         event.listen(engine, "connect", _tune_sqlite)
         return engine
     return create_engine(
