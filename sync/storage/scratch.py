@@ -135,6 +135,9 @@ class ScratchPool:
     def _open_nowhere_else(self, fd: int) -> bool:
         """Whether no other descriptor or mapping (of any process) has ``fd``'s file open:
         a write lease is granted only then. It is given back at once."""
+        if not hasattr(fcntl, "F_SETLEASE"):  # not Linux
+            self._leases = False
+            return False
         try:
             # A lease break (someone opening the file meanwhile) signals the holder, SIGIO by
             # default, which would kill this process: ask for a signal ignored by default.
