@@ -274,8 +274,9 @@ def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
 
 def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = None) -> int:
     """Rebuild every kept-fresh aggregate from the stored fragments; returns the generation.
-    ``lock`` (the project's export lock) is renewed after each format."""
-    with rt.sessions() as session:
+    ``lock`` (the project's export lock) is renewed after each format. The project's new
+    state is only flushed at the commit, after the storage writes (see :class:`TaskOutputs`)."""
+    with rt.sessions() as session, session.no_autoflush:
         ctx = context_for(session, project_id, rt.settings.split)
         digest = hashlib.sha256()
         formats = fitting_formats(rt.settings.export_formats, ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -279,3 +280,31 @@ def test_rebuild_cli_restores_deleted_exports(runtime, tmp_path):
     good_state = orjson.loads(good.pop("_state.json"))
     assert rebuilt == good
     assert state["generation"] == good_state["generation"]  # same content, same generation
+
+
+def test_storage_is_written_while_no_database_write_is_open(tmp_path, sqlite_url, redis_url):
+    """Task files, export files and aggregates go to storage before the statements that
+    record them: receivers never wait on SQLite's write lock (the gate) for a storage write."""
+    rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url, export_formats=FORMATS))
+    jobs.set_runtime(rt)
+    gate = sqlite_url.split("///", 1)[1] + "-gate"
+    seen: list[bool] = []
+    put_many = rt.storage.put_many
+
+    def put_many_checking(items):
+        fd = os.open(gate, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append(True)
+        except BlockingIOError:
+            seen.append(False)
+        finally:
+            os.close(fd)
+        put_many(items)
+
+    rt.storage.put_many = put_many_checking
+    _setup(rt)
+    _send(rt, _annotation(1, 1, [("box", "Truck", 30, 30)], 3, PROJECT_V1))
+    run_worker(rt)
+    assert len(seen) >= 2 and all(seen)
+    assert (bucket(rt) / "exports/1/yolo/labels/1__photo.txt").exists()
