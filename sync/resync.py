@@ -100,7 +100,8 @@ def _reconcile_storage(
         summary.written += len(owed)
         if not summary.dry_run:
             rt.storage.put_many(owed)
-        store.mark_written(session, [(t.id, t.version) for t in tasks])
+            store.mark_written(session, [(t.id, t.version) for t in tasks])
+            session.commit()  # a batch at a time: SQLite's other writers wait for one batch
         done, last_id = done + len(tasks), tasks[-1].id
         lock.renew()
         if progress:
