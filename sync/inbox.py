@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
@@ -130,7 +130,7 @@ def _insert_committed(engine: Engine, conn, sql: str, params: list[list[Any]]) -
     """Insert and commit; the new ids, or None when a key was recorded before."""
     cursor = conn.cursor()
     try:
-        ids = _insert_returning_ids(engine.dialect.name, cursor, sql, params)
+        ids = _insert_returning_ids(engine, cursor, sql, params)
         conn.commit()
         return ids
     except engine.dialect.dbapi.IntegrityError:
@@ -155,21 +155,35 @@ def _raw_insert(engine: Engine) -> tuple[str, list[tuple[str, Any]]]:
     return sql, [(c.name, c.type.bind_processor(dialect)) for c in columns]
 
 
-def _insert_returning_ids(dialect: str, cursor, sql: str, params: list[list[Any]]) -> list[int]:
-    if dialect == "sqlite":  # one statement per row: lastrowid is the id, no round trips
+def _insert_returning_ids(engine: Engine, cursor, sql: str, params: list[list[Any]]) -> list[int]:
+    if engine.dialect.name == "sqlite":  # one statement per row: lastrowid is the id
         ids = []
         for values in params:
             cursor.execute(sql, values)
             ids.append(cursor.lastrowid)
         return ids
-    if len(params) == 1:  # the common case at light load: no pipeline to set up
+    if len(params) == 1:  # the common case at light load
         return [cursor.execute(sql, params[0]).fetchone()[0]]
-    cursor.executemany(sql, params, returning=True)  # psycopg: pipelined, ids in order
-    ids = []
-    while True:
-        ids.append(cursor.fetchone()[0])
-        if not cursor.nextset():
-            return ids
+    flat = [value for n, values in enumerate(params) for value in (n, *values)]
+    cursor.execute(_insert_many_sql(engine, len(params)), flat)
+    return sorted(row[0] for row in cursor.fetchall())
+
+
+@lru_cache(maxsize=256)
+def _insert_many_sql(engine: Engine, rows: int) -> str:
+    """One INSERT of ``rows`` rows (PostgreSQL) whose ids, sorted, are in the rows' order:
+    the rows are inserted ordered by their position, so the id sequence numbers them in that
+    order (what SQLAlchemy's own "insertmanyvalues" relies on). Measured in the receiver, a
+    pipelined ``executemany`` spent a quarter of its GIL-holding time in psycopg's pipeline."""
+    table, dialect = Delivery.__table__, engine.dialect
+    columns = [c for c in table.columns if c.name != "id"]
+    names = ", ".join(c.name for c in columns)
+    casts = ", ".join(f"CAST(%s AS {c.type.compile(dialect=dialect)})" for c in columns)
+    values = ", ".join(f"(CAST(%s AS INTEGER), {casts})" for _ in range(rows))
+    return (
+        f"INSERT INTO {table.name} ({names}) SELECT {names} "
+        f"FROM (VALUES {values}) AS v(ord, {names}) ORDER BY ord RETURNING id"
+    )
 
 
 def pending_batch(session: Session, project_id: int | None, limit: int, skip: set[int]) -> list:

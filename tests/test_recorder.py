@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from sync import inbox, recorder
+from sqlalchemy import select
+
+from sync import db, inbox, recorder
+from sync.models import Delivery
 
 
 def _row(n: int) -> dict:
@@ -80,3 +83,23 @@ def test_a_request_that_never_records_delays_the_others_at_most_the_gathering_ti
         other.join()
     assert 0.25 <= waited < 3.0
     assert sizes == [1]
+
+
+def test_many_rows_in_one_insert_get_their_own_ids(runtime):
+    engine = db.make_engine(runtime.settings.database_url)
+    rows = [
+        inbox.delivery_row(
+            action="ANNOTATION_UPDATED",
+            project_id=n % 3 or None,
+            body=b'{"n": %d}' % n,
+            key=None if n % 5 == 0 else f"many-{n}",
+            status=inbox.PENDING,
+        )
+        for n in range(1, 41)
+    ]
+    recorded = inbox.insert_many(engine, rows)
+    assert len({r.delivery_id for r in recorded}) == 40
+    with db.session_factory(runtime.settings.database_url)() as session:
+        stored = dict(session.execute(select(Delivery.id, Delivery.body)).all())
+    assert [stored[r.delivery_id] for r in recorded] == [row["body"] for row in rows]
+    assert [r.project_id for r in recorded] == [row["project_id"] for row in rows]
