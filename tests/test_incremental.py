@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from sync import db, intake, jobs
+from sync import db, exports, intake, jobs
 from sync.convert import context, convert
 from sync.exporters import get_exporter
+from sync.models import Project
 from sync.runtime import Runtime
 
 PROJECT = delivery("15-PROJECT_UPDATED")["project"]  # label config v2 (adds Truck)
@@ -306,5 +307,21 @@ def test_storage_is_written_while_no_database_write_is_open(tmp_path, sqlite_url
     _setup(rt)
     _send(rt, _annotation(1, 1, [("box", "Truck", 30, 30)], 3, PROJECT_V1))
     run_worker(rt)
-    assert len(seen) >= 2 and all(seen)
+    exports.rebuild_project(rt, 1, batch=1)  # a chunk per task
+    assert len(seen) >= 5 and all(seen)
     assert (bucket(rt) / "exports/1/yolo/labels/1__photo.txt").exists()
+
+
+def test_aggregates_wait_for_a_rebuild_to_complete(runtime):
+    _setup(runtime)
+    before = (bucket(runtime) / "exports/1/_state.json").read_bytes()
+    with runtime.sessions() as session:  # a new label config, its rebuild one chunk in
+        project = session.get(Project, 1)
+        project.config_version += 1
+        project.export_changes += 1
+        session.commit()
+    exports.write_aggregates(runtime, 1)
+    assert (bucket(runtime) / "exports/1/_state.json").read_bytes() == before
+    _send(runtime, _annotation(1, 1, [("box", "Car", 30, 30)], 3, PROJECT_V1))
+    run_worker(runtime)  # the drain rebuilds, then the aggregates follow
+    assert _state(runtime)["generation"] > orjson.loads(before)["generation"]
