@@ -137,6 +137,7 @@ def _work_through_outages(queues: list[str], rt: Runtime, burst: bool) -> None:
     exiting (the inbox keeps what is owed, the sweep queues it again once Redis is back)."""
     from rq import SimpleWorker
 
+    launcher.scheduler_dies_with_its_worker()
     delay = 0.5
     while True:
         try:

@@ -178,3 +178,38 @@ def terminate(procs, grace_s: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def scheduler_dies_with_its_worker() -> None:
+    """Make RQ's scheduler process (forked by each worker) exit when its worker dies.
+
+    A worker killed with SIGKILL (the OOM killer, a fault test) left its scheduler running
+    as an orphan, polling Redis forever. Each scheduler now asks the kernel for SIGTERM when
+    its parent dies (``PR_SET_PDEATHSIG``; Linux only), which RQ's scheduler handles by
+    stopping after its current pass.
+    """
+    import rq.scheduler
+
+    run = rq.scheduler.run
+    if getattr(run, "bound_to_worker", False):
+        return
+
+    worker = os.getpid()  # call this in the worker's own process: it forks the scheduler
+
+    def run_bound_to_worker(scheduler):
+        _exit_with_parent(worker)
+        run(scheduler)
+
+    run_bound_to_worker.bound_to_worker = True
+    rq.scheduler.run = run_bound_to_worker
+
+
+def _exit_with_parent(parent: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):  # not Linux: an orphan stays, as before
+        return
+    if os.getppid() != parent:  # the worker died before the request took effect
+        os._exit(0)

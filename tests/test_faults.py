@@ -30,6 +30,7 @@ from sync.runtime import Runtime
 pytestmark = pytest.mark.faults
 PROJECT = delivery("15-PROJECT_UPDATED")["project"]
 TASKS = 300
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stream(seed: int = 11, updates: int = 900) -> list[bytes]:
@@ -374,3 +375,46 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it(tmp_path, redi
         output = worker.communicate(timeout=15)[0].decode()
     assert "database unavailable" in output
     assert "Traceback" not in output
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; its reaper may not have called yet
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_killed_workers_scheduler_does_not_outlive_it(tmp_path, sqlite_url, redis_url):
+    env = {
+        **os.environ,
+        "ANNOSYNC_DATA_DIR": str(tmp_path / "data"),
+        "ANNOSYNC_DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "ANNOSYNC_WEBHOOK_SECRET": "fault-secret-123456",
+        "ANNOSYNC_QUEUE": f"orphans-{os.getpid()}",  # its own scheduler lock
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "sync.cli", "worker"], env=env, cwd=ROOT)
+    scheduler: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not (scheduler := _children(worker.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert scheduler, "the worker started no scheduler process"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        deadline = time.monotonic() + 15
+        while _running(scheduler[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(scheduler[0]), "the scheduler outlived its worker"
+    finally:
+        worker.kill()
+        worker.wait()
+        for pid in scheduler:  # whatever happened, leave no process behind
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
