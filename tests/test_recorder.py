@@ -34,9 +34,11 @@ def test_requests_in_flight_are_waited_for_and_written_together(runtime, monkeyp
     sizes = _recording_batches(monkeypatch)
     rec = runtime.recorder
     results = {}
+    all_arrived = threading.Barrier(4)  # in flight together (a thread starting late is not)
 
     def request(n: int) -> None:
         with rec.arriving():
+            all_arrived.wait(timeout=10)
             time.sleep(0.05 * n)  # still parsing and checking its delivery
             results[n] = rec.record(_row(n))
 
@@ -65,14 +67,16 @@ def test_a_request_that_never_records_delays_the_others_at_most_the_gathering_ti
 ):
     monkeypatch.setattr(recorder, "GATHER_S", 0.3)
     sizes = _recording_batches(monkeypatch)
-    rejected_done = threading.Event()
+    rejected_arrived, rejected_done = threading.Event(), threading.Event()
 
     def rejected() -> None:  # e.g. answered 400: arrives, never records
         with runtime.recorder.arriving():
+            rejected_arrived.set()
             rejected_done.wait(5)
 
     other = threading.Thread(target=rejected)
     other.start()
+    rejected_arrived.wait(5)
     try:
         started = time.monotonic()
         with runtime.recorder.arriving():
