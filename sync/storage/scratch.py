@@ -144,8 +144,10 @@ class ScratchPool:
             fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EBUSY):  # no leases here (filesystem,
-                self._leases = False  # owner): reuse only after the delay
+            # Open elsewhere, or someone else's file (a lease needs its owner): this file
+            # waits out the delay. Anything else: this filesystem has no leases at all.
+            if exc.errno not in (errno.EAGAIN, errno.EBUSY, errno.EACCES, errno.EPERM):
+                self._leases = False
             return False
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         return True
