@@ -101,7 +101,7 @@ class TaskOutputs:
     classes: str = ""
 
     def record(self, session: Session) -> None:
-        """Store the fragments and file digests (call after :meth:`write`)."""
+        """Store the fragments and file digests (once `writes` are in storage)."""
         for name, ids, rows in self.fragments:
             session.execute(
                 delete(ExportFragment)
