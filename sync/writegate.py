@@ -94,27 +94,34 @@ def connection_class(gate: WriteGate) -> type[sqlite3.Connection]:
 
     class GatedCursor(sqlite3.Cursor):
         def execute(self, sql, parameters=(), /):
-            with self.connection.writing(sql):
+            self.connection.enter(sql)
+            try:
                 return super().execute(sql, parameters)
+            except BaseException:
+                self.connection.give_back()  # failed outside a transaction: nothing to end
+                raise
 
         def executemany(self, sql, seq_of_parameters, /):
-            with self.connection.writing(sql):
+            self.connection.enter(sql)
+            try:
                 return super().executemany(sql, seq_of_parameters)
+            except BaseException:
+                self.connection.give_back()
+                raise
 
     class GatedConnection(sqlite3.Connection):
         _holds = False
 
-        def writing(self, sql: str):
-            """Take the gate before ``sql`` if it writes; give it back if the statement
-            failed outside a transaction (nothing is left to commit or roll back)."""
+        def enter(self, sql: str) -> None:
+            """Take the gate before ``sql`` if it writes."""
             if not self._holds and is_write(sql):
                 gate.acquire()
                 self._holds = True
-            return _GiveBackOnFailure(self)
 
         def cursor(self, factory=GatedCursor):
             return super().cursor(factory)
 
+        # sqlite3's own Connection.execute* make a plain cursor, past cursor() above.
         def execute(self, sql, parameters=(), /):
             return self.cursor().execute(sql, parameters)
 
@@ -150,20 +157,6 @@ def connection_class(gate: WriteGate) -> type[sqlite3.Connection]:
             gate.release()
 
     return GatedConnection
-
-
-class _GiveBackOnFailure:
-    __slots__ = ("connection",)
-
-    def __init__(self, connection) -> None:
-        self.connection = connection
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.connection.give_back()
 
 
 _gates: dict[str, WriteGate] = {}

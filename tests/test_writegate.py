@@ -116,3 +116,13 @@ def test_a_forked_child_waits_for_its_parents_gate(database, monkeypatch):
     conn.commit()
     conn.close()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_connections_own_execute_passes_the_gate_too(database):
+    path, engine = database
+    raw = engine.raw_connection().dbapi_connection
+    raw.execute("INSERT INTO t (who) VALUES ('direct')")  # not through cursor()
+    assert not gate_is_free(path)
+    raw.commit()
+    assert gate_is_free(path)
+    raw.close()
