@@ -94,6 +94,17 @@ def test_the_board_leaves_out_this_worker_silent_siblings_and_those_gone():
     assert board.fewest_elsewhere(0) == 7
 
 
+def test_a_sibling_that_paused_accepting_is_not_deferred_to():
+    board = ConnectionBoard(slots=3)
+    board.publish(0, 4)
+    board.publish(1, 0, listening=False)
+    assert board.fewest_elsewhere(0) is None  # both deferring: nobody would accept
+    board.publish(2, 2)
+    assert board.fewest_elsewhere(0) == 2
+    board.publish(1, 0)
+    assert board.fewest_elsewhere(0) == 0
+
+
 def test_a_silent_sibling_is_not_waited_for(monkeypatch):
     board = ConnectionBoard(slots=2)
     board.publish(1, 0)
