@@ -128,6 +128,8 @@ def writer_connection(engine: Engine):
 
 def _insert_committed(engine: Engine, conn, sql: str, params: list[list[Any]]) -> list[int] | None:
     """Insert and commit; the new ids, or None when a key was recorded before."""
+    if engine.dialect.name == "postgresql":
+        return _insert_autocommitted(conn, sql, params, engine)
     cursor = conn.cursor()
     try:
         ids = _insert_returning_ids(engine, cursor, sql, params)
@@ -138,6 +140,23 @@ def _insert_committed(engine: Engine, conn, sql: str, params: list[list[Any]]) -
         return None
     finally:
         cursor.close()
+
+
+def _insert_autocommitted(conn, sql: str, params: list[list[Any]], engine: Engine):
+    """PostgreSQL: the batch is one INSERT statement, so it is run as its own transaction
+    (autocommit): one round trip, where BEGIN, INSERT and COMMIT took three, each a wait for
+    the GIL again among the request threads. A failing INSERT inserts nothing."""
+    driver = conn.driver_connection
+    driver.autocommit = True
+    cursor = conn.cursor()
+    try:
+        return _insert_returning_ids(engine, cursor, sql, params)
+    except engine.dialect.dbapi.IntegrityError:
+        return None
+    finally:
+        cursor.close()
+        if not driver.closed:  # a lost connection is dropped by the caller, not reused
+            driver.autocommit = False  # the pool's other users expect transactions
 
 
 @cache

@@ -107,3 +107,31 @@ def test_many_rows_in_one_insert_get_their_own_ids(runtime):
         stored = dict(session.execute(select(Delivery.id, Delivery.body)).all())
     assert [stored[r.delivery_id] for r in recorded] == [row["body"] for row in rows]
     assert [r.project_id for r in recorded] == [row["project_id"] for row in rows]
+
+
+def test_the_writers_held_connection_still_runs_transactions_afterwards(runtime):
+    # On PostgreSQL a batch runs as its own transaction (autocommit, one round trip); the
+    # connection must be back in transaction mode for whoever uses it next.
+    engine = db.make_engine(runtime.settings.database_url)
+
+    def row(key: str) -> dict:
+        return inbox.delivery_row(
+            action="ANNOTATION_UPDATED", project_id=1, body=b"{}", key=key, status=inbox.PENDING
+        )
+
+    conn = inbox.writer_connection(engine)
+    try:
+        first = inbox.insert_many(engine, [row("held-1"), row("held-2")], conn)
+        again = inbox.insert_many(engine, [row("held-1"), row("held-3")], conn)
+        assert [r.status for r in again] == ["duplicate", inbox.PENDING]
+        assert again[0].delivery_id == first[0].delivery_id
+        cursor = conn.cursor()
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        cursor.execute(f"UPDATE deliveries SET status = {mark} WHERE key = {mark}", ("x", "held-2"))
+        conn.rollback()
+        cursor.close()
+    finally:
+        conn.close()
+    with db.session_factory(runtime.settings.database_url)() as session:
+        statuses = dict(session.execute(select(Delivery.key, Delivery.status)).all())
+    assert statuses == {"held-1": "pending", "held-2": "pending", "held-3": "pending"}
