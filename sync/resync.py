@@ -70,7 +70,7 @@ def resync_project(
     summary = ResyncSummary(project=project_id, dry_run=dry_run)
     with ProjectLock(rt.worker_redis, project_id, wait_s=60) as lock, rt.sessions() as session:
         if from_labelstudio:
-            summary.pulled = pull_project(rt.labelstudio, session, project_id)
+            summary.pulled = pull_project(rt.labelstudio, session, project_id, not dry_run)
         _reconcile_storage(rt, session, summary, lock, progress)
         if dry_run:
             session.rollback()

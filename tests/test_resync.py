@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import orjson
@@ -23,9 +24,12 @@ from conftest import (
 from lsfake import FakeLabelStudio
 from moto.server import ThreadedMotoServer
 from rq import Queue
+from sqlalchemy import func, select
 
-from sync import jobs
+from sync import db, inbox, jobs
 from sync.launcher import free_port
+from sync.models import Delivery, Task
+from sync.reconcile import apply_snapshot
 from sync.resync import resync_project
 from sync.runtime import Runtime
 
@@ -272,3 +276,44 @@ def test_cli_resync_errors_are_one_line(tmp_path, sqlite_url, redis_url):
     assert result.stderr.strip().splitlines() == [
         "annosync: --from-labelstudio needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
     ]
+
+
+def test_a_pull_commits_as_it_goes_so_deliveries_are_recorded_meanwhile(database_url):
+    # 100k tasks take 25-60 s to apply: in one transaction, SQLite's receivers (30 s wait)
+    # would answer every delivery meanwhile with 503.
+    template = json.loads((FIXTURES / "exports" / "project-1-JSON.json").read_text())[0]
+    tasks = []
+    for n in range(1, 31):
+        task = copy.deepcopy(template)
+        task.update(id=n, inner_id=n)
+        task["annotations"][0].update(id=n, task=n)
+        tasks.append(task)
+    sessions = db.session_factory(database_url)
+    recorded = threading.Event()
+
+    def receive() -> None:
+        with sessions() as other:
+            inbox.record(
+                other,
+                action="ANNOTATION_UPDATED",
+                project_id=1,
+                body=b"{}",
+                key="during-the-pull",
+                status=inbox.PENDING,
+            )
+        recorded.set()
+
+    def snapshot():
+        for n, task in enumerate(tasks, 1):
+            if n == 5:  # the first chunk's transaction is open
+                threading.Thread(target=receive, daemon=True).start()
+            if n == 11:  # the first chunk is committed: the delivery got its turn
+                assert recorded.wait(5), "the delivery waited for the whole pull"
+            yield task
+
+    with sessions() as session:
+        result = apply_snapshot(session, 1, snapshot(), "2030-01-01T00:00:00Z", commit_every=10)
+    assert result.tasks_seen == 30
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Task)) == 30
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 1
