@@ -16,7 +16,6 @@ from sync.labelstudio import LabelStudioClient, read_export
 from sync.models import Annotation, Task
 from sync.payloads import now_ts, strip_secrets
 
-
 #: Tasks applied per transaction by a pull that commits as it goes (~0.3 s of SQLite's write
 #: lock here, well inside the receivers' wait).
 SNAPSHOT_CHUNK = 500

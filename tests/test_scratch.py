@@ -180,3 +180,28 @@ def test_a_folder_on_another_filesystem_inside_the_root_is_written_too(bucket):
         assert sorted(os.listdir(mount)) == ["a.json", "b.json"]
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_a_file_of_another_owner_is_dropped_and_leases_stay_on(bucket):
+    # Root may lease any file; an unprivileged worker may lease only its own. An old inode
+    # another user wrote (exchanged out of the bucket) cannot be checked: it is not reused.
+    pool = scratch_module.ScratchPool(bucket)
+    path, fd = pool.open()
+    os.close(fd)
+    fd = os.open(path, os.O_WRONLY)  # root's file, open for writing before the switch
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setuid(65534)
+            answer = f"{pool._open_nowhere_else(fd)} {pool._leases}"
+        except BaseException as exc:
+            answer = repr(exc)
+        os.write(writer, answer.encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    assert os.read(reader, 200) == b"None True"
+    assert pool._open_nowhere_else(fd) is True  # its owner may
+    os.close(fd)

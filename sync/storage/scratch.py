@@ -115,10 +115,15 @@ class ScratchPool:
                 os.close(fd)  # write through it
                 path.unlink(missing_ok=True)
                 continue
-            if checked or self._open_nowhere_else(fd):
+            free = checked or self._open_nowhere_else(fd)
+            if free:
                 os.fchmod(fd, 0o644)  # an exchanged-out file keeps its own mode: not ours
                 return path, fd
-            os.close(fd)  # a reader still has it: wait a full delay, write a new file now
+            os.close(fd)
+            if free is None:  # someone else's file (no lease for us): never reused
+                path.unlink(missing_ok=True)
+                continue
+            # A reader still has it: wait a full delay, write a new file now.
             self._aging.append((time.monotonic() + REUSE_AFTER_S, path))
             break
         self._count += 1
@@ -132,9 +137,10 @@ class ScratchPool:
         os.fchmod(fd, 0o644)  # not narrowed by the umask: as readable as a file put in place
         return path, fd
 
-    def _open_nowhere_else(self, fd: int) -> bool:
+    def _open_nowhere_else(self, fd: int) -> bool | None:
         """Whether no other descriptor or mapping (of any process) has ``fd``'s file open:
-        a write lease is granted only then. It is given back at once."""
+        a write lease is granted only then. It is given back at once. None: the file is
+        someone else's, so no lease can tell (an exchanged-out file another user wrote)."""
         if not hasattr(fcntl, "F_SETLEASE"):  # not Linux
             self._leases = False
             return False
@@ -144,10 +150,10 @@ class ScratchPool:
             fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         except OSError as exc:
-            # Open elsewhere, or someone else's file (a lease needs its owner): this file
-            # waits out the delay. Anything else: this filesystem has no leases at all.
-            if exc.errno not in (errno.EAGAIN, errno.EBUSY, errno.EACCES, errno.EPERM):
-                self._leases = False
+            if exc.errno in (errno.EACCES, errno.EPERM):  # a lease needs the file's owner
+                return None
+            if exc.errno not in (errno.EAGAIN, errno.EBUSY):  # not "open elsewhere": this
+                self._leases = False  # filesystem has no leases at all
             return False
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         return True
