@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from functools import cache
 from pathlib import Path
 
@@ -39,8 +40,7 @@ def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         args = {"timeout": 30, "check_same_thread": False}
-        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
-        if path and path != ":memory:":
+        if path := sqlite_file(url):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             # Writers of every process queue at the gate, not in SQLite's busy handler.
             args["factory"] = writegate.connection_class(writegate.gate_for(path))
@@ -50,6 +50,25 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 5}
     )
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (None: another database, or SQLite in memory)."""
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
+def copy_sqlite(source: str, target: Path) -> None:
+    """A consistent copy of SQLite file ``source`` (the online backup API: it reads one
+    snapshot, so writers of the source go on meanwhile)."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
 
 
 @cache

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sync import store
+from sync import db, store
 from sync.locks import ProjectLock
 from sync.models import Task
 from sync.reconcile import SnapshotResult, pull_project
@@ -68,7 +71,11 @@ def resync_project(
     if from_labelstudio and rt.labelstudio is None:
         raise ResyncError("--from-labelstudio needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
     summary = ResyncSummary(project=project_id, dry_run=dry_run)
-    with ProjectLock(rt.worker_redis, project_id, wait_s=60) as lock, rt.sessions() as session:
+    private = dry_run and from_labelstudio
+    with (
+        ProjectLock(rt.worker_redis, project_id, wait_s=60) as lock,
+        _session(rt, private) as session,
+    ):
         if from_labelstudio:
             summary.pulled = pull_project(rt.labelstudio, session, project_id, not dry_run)
         _reconcile_storage(rt, session, summary, lock, progress)
@@ -77,6 +84,31 @@ def resync_project(
         else:
             session.commit()
     return summary
+
+
+@contextmanager
+def _session(rt: Runtime, private: bool) -> Iterator[Session]:
+    """The resync's session; with ``private``, on SQLite, one on a copy of the database.
+
+    A dry run that pulls from Label Studio writes the whole project into the store to see
+    what would change, then rolls it all back: on SQLite that is the one write lock held for
+    the whole run (minutes at 100k tasks), with every delivery meanwhile waiting, then
+    answered 503. On a copy nobody waits. PostgreSQL locks only the rows written.
+    """
+    source = db.sqlite_file(rt.settings.database_url)
+    if not (private and source):
+        with rt.sessions() as session:
+            yield session
+        return
+    with tempfile.TemporaryDirectory(prefix=".annosync-dry-run-", dir=Path(source).parent) as tmp:
+        copy = Path(tmp) / "annosync.db"
+        db.copy_sqlite(source, copy)
+        engine = db.make_engine(f"sqlite:///{copy}")
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                yield session
+        finally:
+            engine.dispose()
 
 
 def _reconcile_storage(

@@ -27,6 +27,7 @@ from rq import Queue
 from sqlalchemy import func, select
 
 from sync import db, inbox, jobs
+from sync import resync as resync_module
 from sync.launcher import free_port
 from sync.models import Delivery, Task
 from sync.reconcile import apply_snapshot
@@ -317,3 +318,58 @@ def test_a_pull_commits_as_it_goes_so_deliveries_are_recorded_meanwhile(database
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Task)) == 30
         assert session.scalar(select(func.count()).select_from(Delivery)) == 1
+
+
+def test_a_dry_run_pull_on_sqlite_leaves_the_database_to_the_receivers(
+    tmp_path, sqlite_url, redis_url, monkeypatch
+):
+    export = json.loads((FIXTURES / "exports" / "project-1-JSON.json").read_text())
+    export[1]["data"]["external_id"] = "edited-in-label-studio"
+    fake = FakeLabelStudio(
+        "tok-123456", {1: delivery("15-PROJECT_UPDATED")["project"]}, {1: export}
+    )
+    rt = Runtime(
+        make_settings(
+            tmp_path,
+            sqlite_url,
+            redis_url,
+            label_studio_url=fake.url,
+            label_studio_api_key="tok-123456",
+        )
+    )
+    jobs.set_runtime(rt)
+    recorded = threading.Event()
+
+    def receive() -> None:
+        with rt.sessions() as other:
+            inbox.record(
+                other,
+                action="ANNOTATION_UPDATED",
+                project_id=1,
+                body=b"{}",
+                key="during-the-dry-run",
+                status=inbox.PENDING,
+            )
+        recorded.set()
+
+    compare = resync_module._reconcile_storage
+
+    def compare_after_a_delivery(*args):  # the pull is applied: its writes are pending
+        threading.Thread(target=receive, daemon=True).start()
+        assert recorded.wait(5), "the delivery waited for the dry run"
+        return compare(*args)
+
+    try:
+        _feed(rt, [b for n, b in captured_sequence() if n < "17"])
+        before = _objects(rt)
+        with monkeypatch.context() as patched:
+            patched.setattr(resync_module, "_reconcile_storage", compare_after_a_delivery)
+            dry = resync_project(rt, 1, from_labelstudio=True, dry_run=True)
+        assert _objects(rt) == before  # neither the bucket nor the store changed:
+        assert list(tmp_path.rglob(".annosync-dry-run-*")) == []
+        real = resync_project(rt, 1, from_labelstudio=True)  # so it does what was reported
+    finally:
+        fake.close()
+    assert dry.written >= 1 and (dry.written, dry.deleted) == (real.written, real.deleted)
+    assert dry.pulled == real.pulled
+    assert orjson.loads(_objects(rt)["tasks/3.json"])["data"] == export[1]["data"]
