@@ -129,7 +129,7 @@ def writer_connection(engine: Engine):
 def _insert_committed(engine: Engine, conn, sql: str, params: list[list[Any]]) -> list[int] | None:
     """Insert and commit; the new ids, or None when a key was recorded before."""
     if engine.dialect.name == "postgresql":
-        return _insert_autocommitted(conn, sql, params, engine)
+        return _insert_autocommitted(engine, conn, sql, params)
     cursor = conn.cursor()
     try:
         ids = _insert_returning_ids(engine, cursor, sql, params)
@@ -142,7 +142,9 @@ def _insert_committed(engine: Engine, conn, sql: str, params: list[list[Any]]) -
         cursor.close()
 
 
-def _insert_autocommitted(conn, sql: str, params: list[list[Any]], engine: Engine):
+def _insert_autocommitted(
+    engine: Engine, conn, sql: str, params: list[list[Any]]
+) -> list[int] | None:
     """PostgreSQL: the batch is one INSERT statement, so it is run as its own transaction
     (autocommit): one round trip, where BEGIN, INSERT and COMMIT took three, each a wait for
     the GIL again among the request threads. A failing INSERT inserts nothing."""
