@@ -279,6 +279,15 @@ def test_cli_resync_errors_are_one_line(tmp_path, sqlite_url, redis_url):
     ]
 
 
+def _record_a_delivery(sessions, key: str, recorded: threading.Event) -> None:
+    """What a receiver does with a delivery (in its own session), then ``recorded`` is set."""
+    with sessions() as other:
+        inbox.record(
+            other, action="ANNOTATION_UPDATED", project_id=1, body=b"{}", key=key, status="pending"
+        )
+    recorded.set()
+
+
 def test_a_pull_commits_as_it_goes_so_deliveries_are_recorded_meanwhile(database_url):
     # 100k tasks take 25-60 s to apply: in one transaction, SQLite's receivers (30 s wait)
     # would answer every delivery meanwhile with 503.
@@ -293,16 +302,7 @@ def test_a_pull_commits_as_it_goes_so_deliveries_are_recorded_meanwhile(database
     recorded = threading.Event()
 
     def receive() -> None:
-        with sessions() as other:
-            inbox.record(
-                other,
-                action="ANNOTATION_UPDATED",
-                project_id=1,
-                body=b"{}",
-                key="during-the-pull",
-                status=inbox.PENDING,
-            )
-        recorded.set()
+        _record_a_delivery(sessions, "during-the-pull", recorded)
 
     def snapshot():
         for n, task in enumerate(tasks, 1):
@@ -341,16 +341,7 @@ def test_a_dry_run_pull_on_sqlite_leaves_the_database_to_the_receivers(
     recorded = threading.Event()
 
     def receive() -> None:
-        with rt.sessions() as other:
-            inbox.record(
-                other,
-                action="ANNOTATION_UPDATED",
-                project_id=1,
-                body=b"{}",
-                key="during-the-dry-run",
-                status=inbox.PENDING,
-            )
-        recorded.set()
+        _record_a_delivery(rt.sessions, "during-the-dry-run", recorded)
 
     compare = resync_module._reconcile_storage
 
