@@ -321,23 +321,22 @@ def test_a_pull_commits_as_it_goes_so_deliveries_are_recorded_meanwhile(database
 
 
 def test_a_dry_run_pull_on_sqlite_leaves_the_database_to_the_receivers(
-    tmp_path, sqlite_url, redis_url, monkeypatch
+    tmp_path, sqlite_url, redis_url, monkeypatch, request
 ):
     export = json.loads((FIXTURES / "exports" / "project-1-JSON.json").read_text())
     export[1]["data"]["external_id"] = "edited-in-label-studio"
     fake = FakeLabelStudio(
         "tok-123456", {1: delivery("15-PROJECT_UPDATED")["project"]}, {1: export}
     )
-    rt = Runtime(
-        make_settings(
-            tmp_path,
-            sqlite_url,
-            redis_url,
-            label_studio_url=fake.url,
-            label_studio_api_key="tok-123456",
-        )
+    rt = _runtime(
+        tmp_path,
+        sqlite_url,
+        redis_url,
+        "local",
+        request,
+        label_studio_url=fake.url,
+        label_studio_api_key="tok-123456",
     )
-    jobs.set_runtime(rt)
     recorded = threading.Event()
 
     def receive() -> None:
