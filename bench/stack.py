@@ -1,5 +1,6 @@
-"""A production-shaped annosync for benchmarks: gunicorn receiver, RQ workers, a database
-(SQLite file or a fresh PostgreSQL database), Redis, a local bucket. Loopback only."""
+"""A production-shaped annosync for benchmarks: the receiver (on waitress, or the gunicorn
+arrangement it replaced, see ``bench/servers.py``), RQ workers, a database (SQLite file or a
+fresh PostgreSQL database), Redis, a local bucket. Loopback only."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import servers  # noqa: E402
 from sync import db, launcher  # noqa: E402
 
 SECRET = "bench-secret-123456"
@@ -152,8 +154,10 @@ def stack(
     debounce_ms: int = 500,
     private_redis: bool = False,
     extra_env: dict | None = None,
+    server: str = "waitress",
 ):
-    """Receiver on gunicorn (``receivers`` processes) plus ``workers`` RQ workers."""
+    """The receiver on ``server`` (gunicorn: ``receivers`` processes) plus ``workers`` RQ
+    workers."""
     tmp = Path(tempfile.mkdtemp(prefix="annosync-bench-"))
     try:
         with database(kind, tmp) as url, redis_server(tmp, private_redis) as (redis_url, rs):
@@ -169,7 +173,7 @@ def stack(
                 "ANNOSYNC_SWEEP_INTERVAL_S": "1",
                 **(extra_env or {}),
             }
-            command = launcher.gunicorn_command("127.0.0.1", port, receivers, access_log=False)
+            command = servers.command(server, port, workers=receivers)
             sink = _log_sink("receiver")
             receiver = subprocess.Popen(
                 command, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT
@@ -188,12 +192,10 @@ def stack(
 
 
 @contextmanager
-def bare_endpoint(receivers: int = 2):
+def bare_endpoint(receivers: int = 2, server: str = "waitress"):
     """A Flask endpoint that answers 200 and does nothing, on the same server settings."""
     port = launcher.free_port()
-    command = launcher.gunicorn_command(
-        "127.0.0.1", port, receivers, app="bench.bare_app:app", access_log=False
-    )
+    command = servers.command(server, port, app="bench.bare_app:app", workers=receivers)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz")

@@ -50,6 +50,13 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _json_depth(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 200:  # what is stored is re-serialised, which stops at 254 levels
+        raise ValueError("must be from 1 to 200")
+    return number
+
+
 def _name_list(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.strip().upper() for p in value.split(",") if p.strip()))
 
@@ -231,9 +238,51 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_MAX_JSON_DEPTH",
         "max_json_depth",
-        _positive_int,
+        _json_depth,
         "64",
         "Deepest JSON nesting accepted in a delivery.",
+    ),
+    Setting(
+        "ANNOSYNC_HTTP_THREADS",
+        "http_threads",
+        _positive_int,
+        "8",
+        "Receiver threads running the application. A request reaches one only once it has been "
+        "read whole, so slow or idle connections never hold one.",
+    ),
+    Setting(
+        "ANNOSYNC_HTTP_CONNECTION_LIMIT",
+        "http_connection_limit",
+        _positive_int,
+        "4000",
+        "Open connections the receiver holds at once; past it, new ones wait in the listen "
+        "backlog until others close (never refused for good). The process's open-file limit is "
+        "raised to fit.",
+    ),
+    Setting(
+        "ANNOSYNC_HTTP_IDLE_TIMEOUT_S",
+        "http_idle_timeout_s",
+        _positive_float,
+        "20",
+        "A connection that sends nothing this long, mid-request or between requests, is closed "
+        "(checked every third of it): what a slow-header or idle attacker can hold a socket for.",
+    ),
+    Setting(
+        "ANNOSYNC_HTTP_DRAIN_BYTES",
+        "http_drain_bytes",
+        _positive_int,
+        str(64 * 1024 * 1024),
+        "Bodies over ANNOSYNC_MAX_BODY_BYTES but within this are read (spooled to disk) and "
+        "answered with a JSON 413 the sender can read; larger ones get a plain 413 and the "
+        "connection is closed.",
+    ),
+    Setting(
+        "ANNOSYNC_EXPORT_WORKERS",
+        "export_workers",
+        _positive_int,
+        "2",
+        "Direct exports (`/api/projects/<id>/export`) rendered at once, each in its own "
+        "process, never on the webhook threads; more at once are answered 429 + Retry-After.",
     ),
     Setting(
         "ANNOSYNC_API_TOKEN",
@@ -331,6 +380,11 @@ class Settings:
     max_body_bytes: int
     max_items: int
     max_json_depth: int
+    http_threads: int
+    http_connection_limit: int
+    http_idle_timeout_s: float
+    http_drain_bytes: int
+    export_workers: int
     api_token: str | None = field(repr=False)
     label_studio_url: str | None
     label_studio_api_key: str | None = field(repr=False)

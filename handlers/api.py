@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.wsgi import wrap_file
 
 from handlers.auth import api_token_matches
 from handlers.errors import error
 from sync import exports, status
+from sync.archives import ExportsBusy
 from sync.exporters import exporter_names, get_exporter
 from sync.exporters.capabilities import list_formats, unfit_reason
 
@@ -33,7 +34,7 @@ def openapi():
     return Response(OPENAPI.read_bytes(), mimetype="application/json")
 
 
-@bp.get("/api/projects/<int:project_id>/status")
+@bp.get("/api/projects/<id:project_id>/status")
 def project_status(project_id: int):
     rt = current_app.config["RUNTIME"]
     with rt.sessions() as session:
@@ -41,7 +42,7 @@ def project_status(project_id: int):
     return jsonify(report["projects"][0])
 
 
-@bp.get("/api/projects/<int:project_id>/export/formats")
+@bp.get("/api/projects/<id:project_id>/export/formats")
 def export_formats(project_id: int):
     """Every format, ``disabled`` (with the reason) where the project's config does not fit."""
     rt = current_app.config["RUNTIME"]
@@ -50,9 +51,10 @@ def export_formats(project_id: int):
     return jsonify({"project": project_id, "formats": list_formats(config)})
 
 
-@bp.get("/api/projects/<int:project_id>/export")
+@bp.get("/api/projects/<id:project_id>/export")
 def export(project_id: int):
-    """A zip of one format rendered from the stored tasks (streamed from a spool file)."""
+    """A zip of one format rendered from the stored tasks by an export process (429 while
+    every export process is busy: webhooks keep their threads)."""
     fmt = (request.args.get("exportType") or "").upper()
     if fmt not in exporter_names():
         return error(
@@ -63,24 +65,18 @@ def export(project_id: int):
         reason = unfit_reason(get_exporter(fmt), exports.project_config(session, project_id))
     if reason:
         return error(400, "format_does_not_fit", reason)
-    spool = tempfile.TemporaryFile()  # noqa: SIM115  (closed by the streaming generator)
     try:
-        exports.export_archive(rt, project_id, fmt, spool)
-    except BaseException:
-        spool.close()
-        raise
-    size = spool.tell()
-    spool.seek(0)
-
-    def stream():
-        with spool:
-            while chunk := spool.read(256 * 1024):
-                yield chunk
-
+        archive, size = current_app.config["ARCHIVES"].render(project_id, fmt)
+    except ExportsBusy as exc:
+        response = error(429, "exports_busy", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
     name = f"project-{project_id}-{fmt}.zip"
+    # The server sends the file from its own loop (wsgi.file_wrapper), not from a thread.
     return Response(
-        stream(),
+        wrap_file(request.environ, archive),
         mimetype="application/zip",
+        direct_passthrough=True,
         headers={
             "Content-Length": str(size),
             "Content-Disposition": f'attachment; filename="{name}"',

@@ -6,14 +6,17 @@ from flask import Flask
 
 from config.settings import Settings
 from handlers import api, health, webhooks
-from handlers.errors import register_error_handlers
+from handlers.errors import IdConverter, register_error_handlers
+from sync.archives import ArchivePool
 from sync.runtime import Runtime
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     """A receiver for ``settings`` (blueprints: webhooks, health, api)."""
     app = Flask("annosync")
+    app.url_map.converters["id"] = IdConverter
     app.config["RUNTIME"] = runtime or Runtime(settings)
+    app.config["ARCHIVES"] = ArchivePool(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     register_error_handlers(app)

@@ -50,33 +50,47 @@ def _key(secret: str) -> bytes:
     return secret.encode()
 
 
-def signature_valid(
-    request: Request, raw: bytes, secrets: tuple[str, ...], now: float | None = None
-) -> bool:
-    """A valid HMAC-SHA256 over the raw body, by Standard Webhooks or GitHub's scheme.
+STANDARD, GITHUB = "standard-webhooks", "x-hub-signature-256"
+_MAX_STAMP_DIGITS = 12  # seconds since 1970 fit in 11 digits until the year 5138
 
-    Standard Webhooks: ``webhook-signature: v1,<base64>`` (several, space-separated) over
-    ``<webhook-id>.<webhook-timestamp>.<body>``, timestamp within 300 s of now.
-    GitHub: ``X-Hub-Signature-256: sha256=<hex>`` over the body.
+
+def verified_scheme(
+    request: Request, raw: bytes, secrets: tuple[str, ...], now: float | None = None
+) -> str | None:
+    """Which HMAC-SHA256 scheme the raw body is validly signed with, or None.
+
+    Standard Webhooks (``STANDARD``): ``webhook-signature: v1,<base64>`` (several,
+    space-separated) over ``<webhook-id>.<webhook-timestamp>.<body>``, the timestamp (ASCII
+    digits) within 300 s of now: replay-safe, its ``webhook-id`` is signed.
+    GitHub (``GITHUB``): ``X-Hub-Signature-256: sha256=<hex>`` over the body alone: no
+    timestamp and no id are signed, so the caller must not trust ``webhook-id`` with it.
     """
     if not secrets:
-        return False
-    msg_id = request.headers.get("webhook-id", "")
-    stamp = request.headers.get("webhook-timestamp", "")
-    signatures = request.headers.get("webhook-signature", "")
+        return None
+    if _standard_valid(request, raw, secrets, now or time.time()):
+        return STANDARD
     github = request.headers.get("X-Hub-Signature-256", "")
     valid = False
-    if msg_id and stamp.isdigit() and signatures:
-        fresh = abs((now or time.time()) - int(stamp)) <= SIGNATURE_TOLERANCE_S
-        content = f"{msg_id}.{stamp}.".encode() + raw
-        offered = [s.split(",", 1)[1].encode() for s in signatures.split() if s.startswith("v1,")]
-        for secret in secrets:
-            expected = base64.b64encode(hmac.new(_key(secret), content, hashlib.sha256).digest())
-            for candidate in offered:
-                valid |= hmac.compare_digest(candidate, expected)
-        valid = valid and fresh
     if github.startswith("sha256="):
         for secret in secrets:
             expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
             valid |= hmac.compare_digest(github.encode(), expected.encode())
+    return GITHUB if valid else None
+
+
+def _standard_valid(request: Request, raw: bytes, secrets: tuple[str, ...], now: float) -> bool:
+    msg_id = request.headers.get("webhook-id", "")
+    stamp = request.headers.get("webhook-timestamp", "")
+    signatures = request.headers.get("webhook-signature", "")
+    if not (msg_id and signatures and stamp.isascii() and stamp.isdigit()):
+        return False
+    if len(stamp) > _MAX_STAMP_DIGITS or abs(now - int(stamp)) > SIGNATURE_TOLERANCE_S:
+        return False
+    content = f"{msg_id}.{stamp}.".encode() + raw
+    offered = [s.split(",", 1)[1].encode() for s in signatures.split() if s.startswith("v1,")]
+    valid = False
+    for secret in secrets:
+        expected = base64.b64encode(hmac.new(_key(secret), content, hashlib.sha256).digest())
+        for candidate in offered:
+            valid |= hmac.compare_digest(candidate, expected)
     return valid

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.routing import BaseConverter
 
 log = logging.getLogger("annosync.http")
 
@@ -17,8 +19,41 @@ def error(status: int, code: str, message: str, **extra):
     return response
 
 
+MAX_ID = 2**63
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class InvalidId(BadRequest):
+    """An id in the URL that is not ASCII digits for 1 <= id < 2**63."""
+
+    def __init__(self, name: str, value: str) -> None:
+        super().__init__(f"{name} must be an integer from 1 to {MAX_ID - 1}, not {value[:40]!r}")
+        self.segment = name
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: Label Studio ids in URLs. Werkzeug's ``int`` accepts any Unicode digit
+    and any size; this accepts ASCII digits for 1 <= id < 2**63 and answers 400 naming the
+    segment otherwise (any segment is matched, so a bad id is never a vague 404)."""
+
+    regex = r"[^/]+"
+
+    def to_python(self, value: str) -> int:
+        if _DIGITS.fullmatch(value) and 0 < int(value) < MAX_ID:
+            return int(value)
+        raise InvalidId("project_id", value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every HTTP error, and any unexpected exception, with JSON."""
+
+    @app.errorhandler(InvalidId)
+    def _invalid_id(exc: InvalidId):
+        detail = [{"path": exc.segment, "message": exc.description, "rule": "id"}]
+        return error(400, "invalid_id", exc.description, detail=detail)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

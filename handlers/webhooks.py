@@ -1,7 +1,9 @@
 """``POST /webhooks/label-studio[/<project_id>]``: authenticate, check, record, queue.
 
-Order of checks: secret (401) → content type (415) → size (413) → JSON (400) → limits and
-schema (400, quarantined) → durable record (503 if impossible) → queue → 202.
+Order of checks: secret (401) → content type (415) → size (413) → signature over the raw
+bytes (401) → JSON (400) → secrets stripped → limits and schema (400, quarantined) → durable
+record (503 if impossible) → queue → 202. Secrets are gone before anything is validated, so
+no answer, error text or quarantined body can hold one.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.validation import Issue, validate_delivery
-from handlers.auth import secret_matches, signature_valid
+from handlers.auth import GITHUB, secret_matches, verified_scheme
 from handlers.errors import error
 from sync import intake
-from sync.payloads import item_count, json_depth
+from sync.payloads import item_count, json_depth, strip_secrets
 
 log = logging.getLogger("annosync.webhooks")
 bp = Blueprint("webhooks", __name__)
@@ -25,7 +27,7 @@ STATUS_ANSWER = {"pending": "queued", "duplicate": "duplicate", "ignored": "igno
 
 
 @bp.post("/webhooks/label-studio")
-@bp.post("/webhooks/label-studio/<int:project_id>")
+@bp.post("/webhooks/label-studio/<id:project_id>")
 def receive(project_id: int | None = None):
     rt = current_app.config["RUNTIME"]
     with rt.recorder.arriving():
@@ -42,17 +44,21 @@ def _receive(rt, project_id: int | None):
     if (request.content_length or 0) > settings.max_body_bytes:
         return _too_large(settings.max_body_bytes)
     raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH also caps chunked bodies
-    if not shared and not signature_valid(request, raw, settings.signing_secrets):
+    scheme = None if shared else verified_scheme(request, raw, settings.signing_secrets)
+    if not shared and scheme is None:
         return _unauthorized(settings)  # the raw bytes are verified before any parsing
     try:
-        body = orjson.loads(raw)
+        body = strip_secrets(orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
         return error(400, "invalid_json", f"body is not JSON: {exc}")
     issues = _limit_issues(body, raw, settings) or validate_delivery(body)
     if issues:
         return _reject(rt, body, raw, project_id, issues)
+    # X-Hub-Signature-256 signs neither an id nor a time: a replay may carry any webhook-id,
+    # so such deliveries are told apart by their body and URL only.
+    webhook_id = None if scheme == GITHUB else request.headers.get("webhook-id")
     try:
-        recorded = intake.accept(rt, body, raw, project_id, request.headers.get("webhook-id"))
+        recorded = intake.accept(rt, body, raw, project_id, webhook_id)
     except SQLAlchemyError as exc:
         log.error("cannot record delivery: %s", exc.__class__.__name__)
         response = error(503, "unavailable", "cannot record the delivery now; retry")

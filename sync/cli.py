@@ -45,6 +45,8 @@ def _settings(**overrides) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Receiver + worker on the embedded defaults, in the foreground."""
+    if launcher.port_in_use(args.host, args.port):
+        raise UsageError(f"port {args.port} on {args.host} is already in use; choose --port")
     data_dir = Path(args.data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = _settings(data_dir=data_dir)
@@ -66,8 +68,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         "REDIS_URL": redis_url,
         "ANNOSYNC_WEBHOOK_SECRET": ",".join(settings.webhook_secrets or (secret,)),
     }
-    procs["receiver"] = launcher.spawn(launcher.gunicorn_command(args.host, args.port, 1), env)
+    procs["receiver"] = launcher.spawn(launcher.receiver_command(args.host, args.port), env)
     procs["worker"] = launcher.spawn(launcher.worker_command(), env)
+    try:
+        launcher.wait_listening(procs["receiver"], args.host, args.port)
+    except launcher.LaunchError:
+        launcher.terminate(reversed(procs.values()))
+        raise
     base = f"http://{args.host}:{args.port}"
     print(f"annosync is up. Storage: {settings.storage_url}", flush=True)
     print(f"  Label Studio webhook URL: {base}/webhooks/label-studio/<project id>")
@@ -81,12 +88,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The receiver on gunicorn (production)."""
+    """The receiver (waitress; production)."""
     settings = _settings()
-    if not settings.webhook_secrets:
+    if not settings.webhook_secrets and not settings.signing_secrets:
         raise SettingsError("ANNOSYNC_WEBHOOK_SECRET: required to serve webhooks")
     _require_current_schema(settings)
-    command = launcher.gunicorn_command(args.host, args.port, workers=args.workers)
+    command = launcher.receiver_command(args.host, args.port)
     os.execv(command[0], command)
     return 1  # not reached
 
@@ -302,9 +309,16 @@ def _require_current_schema(settings: Settings) -> None:
         )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit 2 (argparse prints the usage too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="annosync", description=__doc__)
+    parser = _Parser(prog="annosync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable, help_: str, parent=sub) -> argparse.ArgumentParser:
@@ -314,12 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = add("up", cmd_up, "receiver + worker on the embedded defaults (SQLite, local folder)")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--port", type=launcher.port_number, default=8080)
     up.add_argument("--data-dir", default=os.environ.get("ANNOSYNC_DATA_DIR", "./annosync-data"))
-    serve = add("serve", cmd_serve, "the receiver on gunicorn (settings from the environment)")
+    serve = add("serve", cmd_serve, "the receiver on waitress (settings from the environment)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--port", type=launcher.port_number, default=8080)
     worker = add("worker", cmd_worker, "an RQ worker with the scheduler")
     worker.add_argument("--burst", action="store_true", help="drain the queue and exit")
     worker.add_argument("--queues", help="comma-separated queue names")

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from config.validation import Issue, known_action
 from sync import inbox
-from sync.payloads import is_payloadless, project_of, strip_secrets
+from sync.payloads import is_payloadless, project_of, prune, strip_secrets
 from sync.runtime import Runtime
+
+#: A quarantined body keeps this many levels (orjson writes at most 254).
+QUARANTINE_DEPTH = 128
+#: Action names as Label Studio writes them (anything else is stored as "?": the column is
+#: text, and PostgreSQL refuses NUL in text).
+ACTION = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
 def accept(
@@ -44,12 +51,13 @@ def quarantine(
     """Keep a rejected (schema-invalid) delivery, secrets stripped, for inspection and replay."""
     action = body.get("action") if isinstance(body, dict) else None
     project_id = project_of(body, url_project) if isinstance(body, dict) else url_project
+    kept = prune(strip_secrets(body), QUARANTINE_DEPTH)  # too deep to re-serialise otherwise
     with rt.sessions() as session:
         recorded = inbox.record(
             session,
-            action=action if isinstance(action, str) else "?",
+            action=action if isinstance(action, str) and ACTION.fullmatch(action) else "?",
             project_id=project_id,
-            body=orjson.dumps(strip_secrets(body)),
+            body=orjson.dumps(kept),
             key="rej:" + inbox.delivery_key(raw, None, url_project),
             status=inbox.REJECTED,
             errors=[i.as_dict() for i in issues],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -89,46 +90,40 @@ def local_secret(data_dir: Path) -> str:
     return secret
 
 
-def gunicorn_command(
-    host: str,
-    port: int,
-    workers: int,
-    threads: int = 8,
-    app: str = "handlers.wsgi:app",
-    access_log: bool = True,
-) -> list[str]:
-    """The command that serves the receiver on gunicorn (threaded workers that share
-    connections evenly, :mod:`handlers.server`)."""
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        app,
-        "--bind",
-        f"{host}:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--worker-class",
-        "handlers.server.BalancedThreadWorker",
-        "--timeout",
-        "30",
-        "--graceful-timeout",
-        "10",
-        "--keep-alive",
-        "5",
-        "--log-level",
-        "warning",
-    ]
-    if access_log:
-        command += [
-            "--access-logfile",
-            "-",
-            "--access-logformat",
-            '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
-        ]
-    return command
+def port_number(value: str) -> int:
+    """A TCP port, 1-65535 (an argparse type)."""
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 65535, not {value!r}")
+    return int(value)
+
+
+def receiver_command(host: str, port: int) -> list[str]:
+    """The command that serves the receiver (waitress around the Flask app; see
+    ``handlers/serve.py``). Named by module: the domain does not import the HTTP edge."""
+    return [sys.executable, "-m", "handlers.serve", "--host", host, "--port", str(port)]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on ``host:port`` (checked before starting children,
+    so that ``up`` says so in one line instead of starting half a stack)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_listening(proc: subprocess.Popen, host: str, port: int, timeout_s: float = 60) -> None:
+    """Return once ``proc`` accepts connections on ``host:port``; raise if it exits first."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LaunchError(f"the receiver exited with code {proc.returncode} at start")
+        if port_in_use(target, port):
+            return
+        time.sleep(0.05)
+    raise LaunchError(f"the receiver did not listen on {host}:{port} within {timeout_s:.0f} s")
 
 
 def worker_command() -> list[str]:

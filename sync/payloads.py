@@ -8,32 +8,53 @@ from typing import Any
 
 #: Keys of a Label Studio ``project`` object that hold credentials.
 PROJECT_SECRET_KEYS = frozenset({"token", "task_data_login", "task_data_password"})
+#: Ids are positive and fit a signed 64-bit column (Label Studio's too).
+MAX_ID = 2**63
+
+
+# User content that Label Studio never nests a project object in: not walked (it is most of a
+# large import's bytes).
+_CONTENT_KEYS = frozenset({"data", "result", "meta", "label_config"})
 
 
 def strip_secrets(body: Any) -> Any:
     """Remove credentials from a delivery body in place and return it.
 
     Label Studio sends the project's API token and its task-data login/password inside every
-    ``project`` object; none of them may be stored or logged.
+    ``project`` object; none of them may be stored, logged or echoed. Every ``project``
+    object at any depth is cleaned (arrays and nested tasks included); the walk uses a stack,
+    so no nesting depth makes it fail.
     """
-    if isinstance(body, dict):
-        for project in _project_objects(body):
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, (dict, list)))
+            continue
+        if not isinstance(node, dict):
+            continue
+        project = node.get("project")
+        if isinstance(project, dict):
             for key in PROJECT_SECRET_KEYS & project.keys():
                 del project[key]
+        stack.extend(
+            value
+            for key, value in node.items()
+            if key not in _CONTENT_KEYS and isinstance(value, (dict, list))
+        )
     return body
 
 
-def _project_objects(body: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
-    project = body.get("project")
-    if isinstance(project, dict):
-        found.append(project)
-    for key in ("task", "tasks"):
-        items = body.get(key)
-        for item in items if isinstance(items, list) else [items]:
-            if isinstance(item, dict) and isinstance(item.get("project"), dict):
-                found.append(item["project"])
-    return found
+def prune(value: Any, depth: int) -> Any:
+    """``value`` with every object or array nested deeper than ``depth`` replaced by a short
+    marker: what is kept of a too-deep body (its top levels stay readable)."""
+    if not isinstance(value, (dict, list)):
+        return value
+    if depth <= 0:
+        return "<nested deeper: removed>"
+    if isinstance(value, dict):
+        return {key: prune(item, depth - 1) for key, item in value.items()}
+    return [prune(item, depth - 1) for item in value]
 
 
 def normalise_ts(value: Any) -> str | None:
@@ -65,7 +86,7 @@ def now_ts() -> str:
 def _as_id(value: Any) -> int | None:
     if isinstance(value, dict):
         value = value.get("id")
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_ID:
         return value
     return None
 

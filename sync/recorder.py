@@ -66,6 +66,15 @@ class GroupRecorder:
             with self._count_lock:
                 self._arriving -= 1
 
+    def warm(self) -> None:
+        """Start the writer and open its database connection before the first delivery;
+        a database that is down now is not an error (deliveries then answer 503)."""
+        self._start_writer()
+        try:
+            self._engine.connect().close()
+        except DBAPIError as exc:
+            log.warning("database not reachable at start: %s", type(exc).__name__)
+
     def record(self, row: dict[str, Any]) -> inbox.Recorded:
         """Record one row; raises what the database raised (the caller answers 503)."""
         self._start_writer()
@@ -115,19 +124,36 @@ class GroupRecorder:
         return batch
 
     def _write(self, batch: list[_Waiting]) -> None:
+        """Record ``batch`` in one transaction; if that fails, each member alone, so that a
+        delivery that cannot be recorded fails by itself and every other is answered for what
+        happened to it (a failed transaction recorded none of them)."""
         try:
-            results = self._insert([w.row for w in batch])
-            for waiting, result in zip(batch, results, strict=True):
-                waiting.result = result
+            try:
+                results = self._insert([w.row for w in batch])
+                for waiting, result in zip(batch, results, strict=True):
+                    waiting.result = result
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0].error = exc
+                else:
+                    log.warning(
+                        "group commit failed (%s); recording one by one", type(exc).__name__
+                    )
+                    for waiting in batch:
+                        self._write_alone(waiting)
             # Before anyone is answered: a 202 means the drain was asked for (or Redis is down
             # and the sweep will ask).
-            self._request_drains({r.project_id for r in results if r.status == inbox.PENDING})
-        except Exception as exc:  # each waiting request answers for itself (503)
-            for waiting in batch:
-                waiting.error = exc
+            recorded = [w.result for w in batch if w.result is not None]
+            self._request_drains({r.project_id for r in recorded if r.status == inbox.PENDING})
         finally:
             for waiting in batch:
                 waiting.done.set()
+
+    def _write_alone(self, waiting: _Waiting) -> None:
+        try:
+            waiting.result = self._insert([waiting.row])[0]
+        except Exception as exc:  # this request answers for itself (503)
+            waiting.error = exc
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[inbox.Recorded]:
         """Insert through the writer's own connection, held across batches. A held one that
@@ -146,7 +172,9 @@ class GroupRecorder:
             self._conn = inbox.writer_connection(self._engine)
         try:
             return inbox.insert_many(self._engine, rows, self._conn)
-        except DBAPIError:
+        except Exception:
+            # Whatever failed, a transaction may be open on it with some rows inserted: never
+            # reuse it (the next commit would record rows whose requests were answered 503).
             conn, self._conn = self._conn, None
             conn.invalidate()
             raise

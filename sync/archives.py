@@ -1,0 +1,90 @@
+"""Direct export archives rendered in worker processes, away from the webhook threads.
+
+Rendering a large project is seconds of CPU. Done on the receiver's own threads it would
+hold the interpreter lock against the webhook threads (16 concurrent exports of a 10k-task
+project left 0 of 96 webhooks answered within 1 s). So each archive is rendered by a process
+of a small pool (``ANNOSYNC_EXPORT_WORKERS``, started on first use, run at a lower CPU
+priority) into an unlinked temporary file that the caller streams. At most that many
+archives are in progress at once: a request beyond them is refused with :class:`ExportsBusy`
+at once, instead of holding a receiver thread while it waits.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from typing import IO
+
+from config.settings import Settings
+from sync import exports
+from sync.runtime import Runtime
+
+CHILD_NICENESS = 10
+_child_runtime: Runtime | None = None
+
+
+class ExportsBusy(Exception):
+    """Every export worker is busy; the message says when to retry."""
+
+
+class ArchivePool:
+    """A bounded pool of export processes for one receiver process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._slots = threading.BoundedSemaphore(settings.export_workers)
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def render(self, project_id: int, fmt: str) -> tuple[IO[bytes], int]:
+        """The zip of ``fmt`` for ``project_id`` as an open file (at its start) and its
+        size; the file is unlinked, so closing it frees it. Raises :class:`ExportsBusy`."""
+        if not self._slots.acquire(blocking=False):
+            raise ExportsBusy(
+                f"{self.settings.export_workers} exports are being rendered; retry in a few seconds"
+            )
+        try:
+            spool = tempfile.NamedTemporaryFile(prefix="annosync-export-", suffix=".zip")  # noqa: SIM115
+            try:
+                self._executor().submit(_render, project_id, fmt, spool.name).result()
+                spool.seek(0, os.SEEK_END)
+                size = spool.tell()
+                spool.seek(0)
+            except BaseException:
+                spool.close()
+                raise
+            return spool, size
+        finally:
+            self._slots.release()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.settings.export_workers,
+                    # A fresh interpreter, not a fork of a process running threads.
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_child,
+                    initargs=(self.settings,),
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+def _start_child(settings: Settings) -> None:
+    global _child_runtime
+    os.nice(CHILD_NICENESS)  # the receiver's own threads come first on a busy machine
+    _child_runtime = Runtime(settings)
+
+
+def _render(project_id: int, fmt: str, path: str) -> int:
+    with open(path, "wb") as out:
+        return exports.export_archive(_child_runtime, project_id, fmt, out)
