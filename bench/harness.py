@@ -200,7 +200,7 @@ def import_body(first_id: int, count: int) -> bytes:
     return orjson.dumps({"action": "TASKS_CREATED", "tasks": tasks, "project": PROJECT})
 
 
-def ingest(kind: str, seconds: int) -> dict:
+def ingest(kind: str, seconds: int, server: str = "waitress") -> dict:
     """Receiver throughput alone (workers stopped, as nothing runs beside the bare endpoint
     either), with connections kept alive and with one connection per delivery (Label
     Studio's way), then with a worker draining the backlog meanwhile; latency at 200/s once
@@ -210,9 +210,9 @@ def ingest(kind: str, seconds: int) -> dict:
         body = Path(tmp) / "body.json"
         body.write_bytes(update_body(1))
         modes = (False, True)
-        with bare_endpoint() as bare:
+        with bare_endpoint(server=server) as bare:
             baseline = [wrk(bare + URL, body, seconds, new)["rate"] for new in modes]
-        with stack(kind, workers=0) as s:
+        with stack(kind, workers=0, server=server) as s:
             alone, alone_new = (wrk(s.base + URL, body, seconds, new) for new in modes)
             s.start_workers(1)
             busy = wrk(s.base + URL, body, seconds)
@@ -227,7 +227,7 @@ def ingest(kind: str, seconds: int) -> dict:
                 )
                 big.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 202, r.text
-        with bare_endpoint() as bare:
+        with bare_endpoint(server=server) as bare:
             again = [wrk(bare + URL, body, seconds, new)["rate"] for new in modes]
     bare_kept, bare_new = (max(pair) for pair in zip(baseline, again, strict=True))
     return {
@@ -423,26 +423,35 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (5 s each)")
     parser.add_argument("--bursts", type=int, default=3, help="burst runs (the median counts)")
     parser.add_argument("--json", default=str(ROOT / "bench/results/harness.json"))
+    parser.add_argument(
+        "--compare-server",
+        default="gunicorn",
+        help="also measure ingest on this arrangement (bench/servers.py; 'none': skip)",
+    )
+    parser.add_argument("--only-ingest", action="store_true", help="skip freshness and bursts")
     args = parser.parse_args()
     seconds = 5 if args.quick else 10
     results = {"machine": machine_speed()}
     print(f"== machine {results['machine']}", flush=True)
     for kind in args.db:
-        figures = {}
-        for section in (ingest, freshness):
-            figures |= section(kind, seconds)
-        figures |= bursts(kind, args.bursts)
+        figures = ingest(kind, seconds)
+        if args.compare_server != "none":
+            other = ingest(kind, seconds, args.compare_server)
+            figures |= {f"{args.compare_server}:{k}": v for k, v in other.items()}
+        if not args.only_ingest:
+            figures |= freshness(kind, seconds)
+            figures |= bursts(kind, args.bursts)
         results[kind] = figures
         results["machine_after"] = machine_speed()
         print(f"== {kind}", flush=True)
         for name, value in figures.items():
-            target = TARGETS.get(name)
+            target = TARGETS.get(name.rsplit(":", 1)[-1])
             verdict = ""
             if target:
                 op, limit = target
                 ok = {">=": value >= limit, "<": value < limit, "<=": value <= limit}[op]
                 verdict = f"target {op} {limit}: {'met' if ok else 'MISSED'}"
-            print(f"  {name:28s} {value!s:>10}  {verdict}", flush=True)
+            print(f"  {name:38s} {value!s:>10}  {verdict}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
 

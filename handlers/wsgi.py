@@ -1,4 +1,5 @@
-"""WSGI entry point for production servers: ``gunicorn handlers.wsgi:app``."""
+"""The app for any WSGI server (``handlers.wsgi:app``); annosync itself serves it with
+``python -m handlers.serve``, and ``bench/`` with the servers it compares."""
 
 from config.settings import load_settings
 from handlers.app import create_app

@@ -1,4 +1,4 @@
-"""Starting processes: the receiver on gunicorn, workers, and a private redis-server."""
+"""Starting processes: the receiver, workers, and a private redis-server."""
 
 from __future__ import annotations
 

@@ -200,6 +200,7 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.http.close()
+        self.app.config["ARCHIVES"].close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import orjson
@@ -92,10 +92,8 @@ def open_slow_headers(port: int, count: int) -> list[socket.socket]:
 def trickle(socks: list[socket.socket]) -> None:
     """One more header byte on each slow connection (keeps them active)."""
     for sock in socks:
-        try:
+        with suppress(OSError):
             sock.send(b"a")
-        except OSError:
-            pass
 
 
 def close_all(socks: list[socket.socket]) -> None:

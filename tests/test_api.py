@@ -31,7 +31,7 @@ def test_openapi_document_is_valid_and_covers_every_route(api):
     doc = api.get("/openapi.json").json()
     validate(doc)
     routes = {
-        rule.rule.replace("<int:project_id>", "{project_id}")
+        rule.rule.replace("<id:project_id>", "{project_id}")
         for rule in api.app.url_map.iter_rules()
         if rule.endpoint != "static"
     }

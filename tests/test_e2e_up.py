@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -119,4 +120,72 @@ def test_up_without_redis_says_how_to_install_it(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "annosync: redis-server is not installed: install it (sudo apt-get install "
         "redis-server) or set REDIS_URL to a running Redis"
+    ]
+
+
+def _up(tmp_path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOSYNC_", "REDIS_URL"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sync.cli", "up", "--data-dir", str(tmp_path / "d"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_up_says_it_is_up_only_once_the_receiver_listens(tmp_path):
+    port = free_port()
+    proc = _up(tmp_path, "--port", str(port))
+    try:
+        line = ""
+        while "annosync is up" not in line:
+            line = proc.stdout.readline()
+            assert line, "up exited before it was up"
+        # Said only once listening: the very next request is answered.
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "http", "-1"])
+def test_a_port_out_of_range_is_one_line_and_exit_2(tmp_path, port):
+    proc = _up(tmp_path, "--port", port)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and "1 to 65535" in err, err
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _up(tmp_path, "--port", str(port))
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "is up" not in out
+    assert err.strip().splitlines() == [
+        f"annosync: port {port} on 127.0.0.1 is already in use; choose --port"
+    ]
+
+
+def test_serve_with_the_port_taken_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "handlers.serve", "--port", str(port)],
+            env={**os.environ, "ANNOSYNC_DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"annosync: port {port} on 127.0.0.1 is already in use (another process listens there)"
     ]

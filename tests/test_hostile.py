@@ -19,6 +19,8 @@ from sqlalchemy import func, select
 
 from sync import db
 from sync.models import Delivery
+from sync.runtime import Runtime
+from tests.conftest import delivery, make_settings, run_worker
 from tests.served import (
     HEADERS,
     close_all,
@@ -34,6 +36,7 @@ from tests.served import (
 )
 
 pytestmark = pytest.mark.hostile
+TOKEN = "api-token-0123456789"
 
 
 @pytest.fixture(autouse=True)
@@ -154,12 +157,65 @@ def test_a_poison_delivery_fails_alone_amid_valid_ones(tmp_path, database_url, r
     sends = [(update_body(seq), "/webhooks/label-studio/1", False) for seq in range(1, 281)]
     for n in range(30):  # spread through the group commits
         sends.insert(7 + n * 9, (*poisons[n % 3], True))
-    with served(receiver_env(tmp_path, database_url, redis_url)) as base:
-        with ThreadPoolExecutor(max_workers=24) as pool:
-            answers = list(pool.map(lambda s: post(base, s[0], s[1])[0], sends))
+    env = receiver_env(tmp_path, database_url, redis_url)
+    with served(env) as base, ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(lambda s: post(base, s[0], s[1])[0], sends))
     for (_, path, poison), answer in zip(sends, answers, strict=True):
         assert answer.status_code == (400 if poison else 202), (path, answer.text)
     assert _recorded(database_url) == 280
+
+
+def _import_tasks(base: str, first: int, count: int) -> None:
+    created = delivery("01-TASKS_CREATED")
+    tasks = [
+        {**created["tasks"][0], "id": i, "inner_id": i, "data": {"image": f"s3://b/{i}.jpg"}}
+        for i in range(first, first + count)
+    ]
+    body = orjson.dumps({"action": "TASKS_CREATED", "tasks": tasks, "project": created["project"]})
+    assert post(base, body, timeout=60)[0].status_code == 202
+
+
+def test_exports_never_take_the_webhooks_capacity(tmp_path, database_url, redis_url):
+    """16 clients asking again and again for exports of a 10k-task project while deliveries
+    arrive at 20/s: the exports run at most ANNOSYNC_EXPORT_WORKERS at a time in their own
+    processes (the others are told 429 + Retry-After), and deliveries keep p99 <= 250 ms."""
+    env = receiver_env(
+        tmp_path, database_url, redis_url, ANNOSYNC_API_TOKEN=TOKEN, ANNOSYNC_EXPORT_FORMATS=""
+    )
+    with served(env) as base:
+        _import_tasks(base, 1, 5000)
+        _import_tasks(base, 5001, 5000)
+        rt = Runtime(make_settings(tmp_path, database_url, redis_url, export_formats=()))
+        run_worker(rt)
+        project = delivery("01-TASKS_CREATED")["project"]["id"]
+        url = f"{base}/api/projects/{project}/export?exportType=JSON"
+        stop = threading.Event()
+        outcomes: list[int] = []
+
+        def exporter() -> None:
+            while not stop.is_set():
+                answer = requests.get(url, headers={"Authorization": f"Token {TOKEN}"}, timeout=60)
+                outcomes.append(answer.status_code)
+                if answer.status_code == 200:
+                    assert answer.content[:2] == b"PK"
+                else:
+                    assert answer.headers["Retry-After"]
+                    stop.wait(0.2)
+
+        threads = [threading.Thread(target=exporter, daemon=True) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)  # the export processes started (once per receiver), exports under way
+        try:
+            results = _paced(base, 100, 20, first_seq=1)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+    latencies = [took for _, took in results]
+    assert [status for status, _ in results] == [202] * 100
+    assert percentile(latencies, 0.99) <= 0.25, percentile(latencies, 0.99)
+    assert 200 in outcomes and set(outcomes) <= {200, 429}, set(outcomes)
 
 
 def test_an_oversize_body_gets_a_413_the_sender_reads(tmp_path, sqlite_url, redis_url):
