@@ -94,20 +94,15 @@ def test_a_body_project_that_is_not_an_id_is_400(signed, project):
 def test_a_github_signed_replay_is_a_duplicate_whatever_its_webhook_id(signed):
     raw = orjson.dumps(delivery("13-TASKS_DELETED"))
     signature = "sha256=" + hmac.new(WHSEC.encode(), raw, hashlib.sha256).hexdigest()
-    path = "/webhooks/label-studio/1"
-    first = signed.post(
-        None,
-        raw=raw,
-        path=path,
-        secret=None,
-        headers={"X-Hub-Signature-256": signature, "webhook-id": "a"},
-    )
-    replay = signed.post(
-        None,
-        raw=raw,
-        path=path,
-        secret=None,
-        headers={"X-Hub-Signature-256": signature, "webhook-id": "b"},
+    first, replay = (
+        signed.post(
+            None,
+            raw=raw,
+            path="/webhooks/label-studio/1",
+            secret=None,
+            headers={"X-Hub-Signature-256": signature, "webhook-id": webhook_id},
+        )
+        for webhook_id in ("a", "b")
     )
     assert first.status_code == 202 and first.json()["status"] in ("queued", "ignored")
     assert replay.json()["status"] == "duplicate"
