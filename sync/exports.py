@@ -266,12 +266,18 @@ def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
     from sync.convert import render_into
 
     exporter = get_exporter(fmt)
-    with rt.sessions() as session, tempfile.TemporaryDirectory() as staging:
+    # Read only: the class list that rendering may extend is never flushed (on SQLite a
+    # flush would hold the one write lock, and every webhook with it, for the whole render).
+    with (
+        rt.sessions() as session,
+        session.no_autoflush,
+        tempfile.TemporaryDirectory() as staging,
+    ):
         ctx = context_for(session, project_id, rt.settings.split)
         summary = render_into(
             store.project_documents(session, project_id), exporter, Path(staging), ctx
         )
-        session.rollback()  # rendering may extend the class list: keep the stored one
+        session.rollback()  # keep the stored class list
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(Path(staging).rglob("*")):
                 if path.is_file():

@@ -205,7 +205,11 @@ def test_exports_never_take_the_webhooks_capacity(tmp_path, database_url, redis_
         threads = [threading.Thread(target=exporter, daemon=True) for _ in range(16)]
         for thread in threads:
             thread.start()
-        time.sleep(2)  # the export processes started (once per receiver), exports under way
+        # Measured once exports are in steady state: the first one also starts the export
+        # processes (once per receiver, ~1 s of CPU each to import annosync).
+        deadline = time.monotonic() + 120
+        while 200 not in outcomes and time.monotonic() < deadline:
+            time.sleep(0.1)
         try:
             results = _paced(base, 100, 20, first_seq=1)
         finally:
