@@ -104,3 +104,40 @@ def close_all(socks: list[socket.socket]) -> None:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+HAMMER = """
+import json, sys, threading, time, requests
+url, token, clients, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+outcomes, bad = [], []
+deadline = time.monotonic() + seconds
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+def client():
+    while time.monotonic() < deadline and not stop.is_set():
+        answer = requests.get(url, headers={"Authorization": "Token " + token}, timeout=120)
+        outcomes.append(answer.status_code)
+        if answer.status_code == 200 and answer.content[:2] != b"PK":
+            bad.append("not a zip")
+        elif answer.status_code == 429:
+            if not answer.headers.get("Retry-After"):
+                bad.append("429 without Retry-After")
+            time.sleep(0.2)
+        print(answer.status_code, flush=True)
+threads = [threading.Thread(target=client) for _ in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({"outcomes": outcomes, "bad": bad}), flush=True)
+"""
+
+
+def hammer_exports(url: str, token: str, clients: int, seconds: float) -> subprocess.Popen:
+    """``clients`` threads asking for ``url`` again and again, in a process of their own (so
+    that their work does not slow the test's own measuring), until its stdin is closed or
+    ``seconds`` pass; it prints each status as it comes, then a JSON summary line."""
+    return subprocess.Popen(
+        [sys.executable, "-c", HAMMER, url, token, str(clients), str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
