@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -45,6 +46,8 @@ def _settings(**overrides) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Receiver + worker on the embedded defaults, in the foreground."""
+    # SIGTERM before the supervisor takes over stops like Ctrl-C: no child is left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if launcher.port_in_use(args.host, args.port):
         raise UsageError(f"port {args.port} on {args.host} is already in use; choose --port")
     data_dir = Path(args.data_dir).expanduser().resolve()
@@ -72,8 +75,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     procs["worker"] = launcher.spawn(launcher.worker_command(), env)
     try:
         launcher.wait_listening(procs["receiver"], args.host, args.port)
-    except launcher.LaunchError:
-        launcher.terminate(reversed(procs.values()))
+    except BaseException:  # it did not start, or Ctrl-C / SIGTERM while it started
+        launcher.terminate(list(procs.values())[::-1])
         raise
     base = f"http://{args.host}:{args.port}"
     print(f"annosync is up. Storage: {settings.storage_url}", flush=True)

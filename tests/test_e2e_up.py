@@ -44,6 +44,7 @@ def annosync_up(tmp_path):
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
+    lines = []
 
     def ready():
         try:
@@ -52,7 +53,12 @@ def annosync_up(tmp_path):
             return False
 
     try:
+        while "annosync is up" not in (line := proc.stdout.readline()):  # what a user waits for
+            assert line, f"up exited before it was up: {''.join(lines)}"
+            lines.append(line)
+        lines.append(line)
         _wait_for(ready, 30, "annosync up to be ready")
+        proc.printed = lines
         yield base, data_dir, proc
     finally:
         proc.send_signal(signal.SIGINT)
@@ -97,7 +103,8 @@ def test_up_applies_a_captured_delivery_and_refuses_strangers(annosync_up):
 def test_up_stops_cleanly_on_ctrl_c(annosync_up):
     base, data_dir, proc = annosync_up
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=20)
+    proc.wait(20)
+    output = "".join(proc.printed) + proc.stdout.read()  # what it had printed, then the rest
     assert proc.returncode == 0
     assert "/webhooks/label-studio/" in output
     assert "Authorization: Bearer" in output
