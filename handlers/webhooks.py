@@ -14,11 +14,11 @@ import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.validation import Issue, validate_delivery
+from config.validation import Issue, known_action, validate_delivery
 from handlers.auth import GITHUB, secret_matches, verified_scheme
 from handlers.errors import error
 from sync import intake
-from sync.payloads import item_count, json_depth, strip_secrets
+from sync.payloads import is_payloadless, item_count, json_depth, strip_secrets
 
 log = logging.getLogger("annosync.webhooks")
 bp = Blueprint("webhooks", __name__)
@@ -51,7 +51,11 @@ def _receive(rt, project_id: int | None):
         body = strip_secrets(orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
         return error(400, "invalid_json", f"body is not JSON: {exc}")
-    issues = _limit_issues(body, raw, settings) or validate_delivery(body)
+    issues = (
+        _limit_issues(body, raw, settings)
+        or validate_delivery(body)
+        or _project_issues(body, project_id)
+    )
     if issues:
         return _reject(rt, body, raw, project_id, issues)
     # X-Hub-Signature-256 signs neither an id nor a time: a replay may carry any webhook-id,
@@ -92,6 +96,21 @@ def _limit_issues(body, raw: bytes, settings) -> list[Issue]:
                 "$",
                 f"{count} tasks or annotations in one delivery; at most {settings.max_items}",
                 "maxItems",
+            )
+        ]
+    return []
+
+
+def _project_issues(body, project_id: int | None) -> list[Issue]:
+    """A payload-less delivery (``send_payload=false``) means "pull this project": without a
+    project in the URL there is nothing it could ever be applied to."""
+    if project_id is None and is_payloadless(body) and known_action(body["action"]):
+        return [
+            Issue(
+                "project_id",
+                "a delivery without payload (send_payload=false) names no project: "
+                "send it to /webhooks/label-studio/<project id>",
+                "required",
             )
         ]
     return []

@@ -1,0 +1,46 @@
+"""Deliveries naming their project in unusual ways are applied, or refused at once when
+nothing could ever apply them (never accepted and then failed for good)."""
+
+from __future__ import annotations
+
+from conftest import delivery, run_worker
+from sqlalchemy import select
+
+from sync.models import Delivery
+from sync.runtime import Runtime
+
+
+def _statuses(rt: Runtime) -> dict[str, str]:
+    with rt.sessions() as session:
+        return {d.action: d.status for d in session.scalars(select(Delivery))}
+
+
+def test_a_project_wide_task_delete_of_an_unseen_project_is_applied(receiver, runtime):
+    body = {"action": "TASKS_DELETED", "tasks": [{"id": 5}, {"id": 6}]}
+    assert receiver.post(body, path="/webhooks/label-studio/77").status_code == 202
+    run_worker(runtime)
+    assert _statuses(runtime) == {"TASKS_DELETED": "applied"}
+
+
+def test_a_project_wide_task_delete_without_any_project(receiver, runtime):
+    body = {"action": "TASKS_DELETED", "tasks": [{"id": 5}]}
+    assert receiver.post(body).status_code == 202
+    run_worker(runtime)
+    assert _statuses(runtime) == {"TASKS_DELETED": "applied"}
+
+
+def test_tasks_naming_a_project_by_id_only_are_written(receiver, runtime):
+    body = delivery("01-TASKS_CREATED")
+    body.pop("project", None)
+    for task in body["tasks"]:
+        task["project"] = 7
+    assert receiver.post(body).status_code == 202
+    run_worker(runtime)
+    assert _statuses(runtime) == {"TASKS_CREATED": "applied"}
+
+
+def test_a_payloadless_delivery_without_a_project_is_refused_naming_the_url(receiver, runtime):
+    answer = receiver.post({"action": "ANNOTATION_CREATED"})
+    assert answer.status_code == 400
+    assert answer.json()["detail"][0]["path"] == "project_id"
+    assert _statuses(runtime) == {"ANNOTATION_CREATED": "rejected"}
