@@ -68,7 +68,7 @@ def upsert_project(session: Session, data: dict[str, Any]) -> bool:
         session.add(project)
     elif project.updated_at and updated and updated < project.updated_at:
         return False
-    project.title = data.get("title", project.title)
+    project.title = _title(data, project.title)
     project.updated_at = updated or project.updated_at
     project.deleted = False
     config = data.get("label_config")
@@ -87,13 +87,20 @@ def upsert_project(session: Session, data: dict[str, Any]) -> bool:
     return True
 
 
+def _title(data: dict[str, Any], stored: str | None) -> str | None:
+    """The project's title as stored: NUL replaced (PostgreSQL text cannot hold it, and the
+    title arrives with every delivery of the project, so it would fail them all)."""
+    title = data.get("title", stored)
+    return title.replace("\x00", "\ufffd") if isinstance(title, str) else title
+
+
 def _holds(project: Project, data: dict[str, Any], updated: str | None) -> bool:
     """Whether the stored project already is what ``data`` would make it."""
     config = data.get("label_config")
     return (
         not project.deleted
         and project.updated_at == (updated or project.updated_at)
-        and project.title == data.get("title", project.title)
+        and project.title == _title(data, project.title)
         and (not isinstance(config, str) or config == project.label_config)
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from conftest import delivery, run_worker
 from sqlalchemy import select
 
-from sync.models import Delivery
+from sync.models import Delivery, Project
 from sync.runtime import Runtime
 
 
@@ -44,3 +44,16 @@ def test_a_payloadless_delivery_without_a_project_is_refused_naming_the_url(rece
     assert answer.status_code == 400
     assert answer.json()["detail"][0]["path"] == "project_id"
     assert _statuses(runtime) == {"ANNOTATION_CREATED": "rejected"}
+
+
+def test_a_nul_in_the_project_title_does_not_fail_the_project(receiver, runtime):
+    project = {**delivery("15-PROJECT_UPDATED")["project"], "title": "cats\x00dogs"}
+    created = delivery("01-TASKS_CREATED")
+    created["project"] = {**created["project"], "title": "cats\x00dogs"}
+    assert receiver.post({"action": "PROJECT_UPDATED", "project": project}).status_code == 202
+    assert receiver.post(created).status_code == 202
+    run_worker(runtime)
+    assert _statuses(runtime) == {"PROJECT_UPDATED": "applied", "TASKS_CREATED": "applied"}
+    with runtime.sessions() as session:
+        titles = set(session.scalars(select(Project.title)))
+    assert titles == {"cats\ufffddogs"}
