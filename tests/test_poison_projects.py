@@ -3,7 +3,7 @@ nothing could ever apply them (never accepted and then failed for good)."""
 
 from __future__ import annotations
 
-from conftest import delivery, run_worker
+from conftest import bucket, delivery, run_worker, task_file
 from sqlalchemy import select
 
 from sync.models import Delivery, Project
@@ -57,3 +57,16 @@ def test_a_nul_in_the_project_title_does_not_fail_the_project(receiver, runtime)
     with runtime.sessions() as session:
         titles = set(session.scalars(select(Project.title)))
     assert titles == {"cats\ufffddogs"}
+
+
+def test_a_task_whose_image_url_python_cannot_parse_is_exported_like_the_others(receiver, runtime):
+    receiver.post(delivery("15-PROJECT_UPDATED"))  # the project and its label config
+    created = delivery("01-TASKS_CREATED")
+    good, bad = dict(created["tasks"][0]), dict(created["tasks"][0])
+    good.update(id=501, data={"image": "http://example.com/ok.jpg"})
+    bad.update(id=502, data={"image": "http://[::1/x.jpg"})
+    assert receiver.post({**created, "tasks": [good, bad]}).status_code == 202
+    run_worker(runtime)
+    assert task_file(runtime, 501) and task_file(runtime, 502)
+    labels = bucket(runtime) / "exports" / "1" / "yolo" / "labels"
+    assert {p.name for p in labels.glob("50*")} >= {"501__ok.txt", "502__x.txt"}

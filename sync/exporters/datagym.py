@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from posixpath import basename
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import orjson
 
@@ -25,6 +24,7 @@ from sync.exporters.regions import (
     image_url,
     region_of,
     strings,
+    url_path,
 )
 
 GEOMETRY = {
@@ -112,7 +112,7 @@ class DatagymExporter:
         url = image_url(task, ctx.object_value)
         record = {
             "internal_media_ID": str(task["id"]),
-            "external_media_ID": basename(unquote(urlparse(url).path)) or None,
+            "external_media_ID": basename(url_path(url)) or None,
             "labeler": annotator({"completed_by": chosen["completed_by"]}, True)
             if chosen and "completed_by" in chosen
             else None,

@@ -176,6 +176,19 @@ def object_data(task: dict[str, Any], ctx: ExportContext, types: tuple[str, ...]
     return None
 
 
+def url_path(url: str) -> str:
+    """The percent-decoded path of a media URL. A URL Python cannot parse (``http://[::1/x``,
+    an unclosed IPv6 host) still has a path: the text before any query or fragment, after
+    the host, so a task with such a URL exports like any other instead of failing."""
+    try:
+        path = urlparse(url).path
+    except ValueError:
+        path = re.split(r"[?#]", url, maxsplit=1)[0]
+        scheme, sep, rest = path.partition("://")
+        path = "/" + rest.partition("/")[2] if sep else scheme
+    return unquote(path or "")
+
+
 def file_stem(task_id: int, url: str) -> tuple[str, str]:
     """A safe, stable, collision-free file stem and the image extension.
 
@@ -184,8 +197,7 @@ def file_stem(task_id: int, url: str) -> tuple[str, str]:
     replaced; no ``/``, ``..`` or control characters survive; length is bounded. The task
     id prefix keeps two tasks with the same basename apart.
     """
-    path = unquote(urlparse(url).path or "")
-    name = basename(path.replace("\\", "/"))
+    name = basename(url_path(url).replace("\\", "/"))
     stem, ext = splitext(name)
     stem = _UNSAFE.sub("_", stem).strip("._")[:80] or "image"
     ext = ext.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", ext.lower()) else ".jpg"
