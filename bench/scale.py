@@ -155,7 +155,7 @@ def one(n: int) -> dict:
     label = Path(tmp) / "bucket/exports/1/yolo/labels" / f"{target}__{target}.txt"
     raw = orjson.dumps(body)
     start = time.perf_counter()
-    intake.accept(rt, orjson.loads(raw), raw, 1)
+    intake.accept(rt, intake.parse(raw), raw, 1)
     jobs.drain_project(1)
     per_task = time.perf_counter() - start
     assert label.read_text().startswith("0 "), "the label file was not updated"

@@ -18,7 +18,7 @@ from config.validation import Issue, known_action, validate_delivery
 from handlers.auth import GITHUB, secret_matches, verified_scheme
 from handlers.errors import error
 from sync import intake
-from sync.payloads import is_payloadless, item_count, json_depth, strip_secrets
+from sync.payloads import is_payloadless, item_count, json_depth
 
 log = logging.getLogger("annosync.webhooks")
 bp = Blueprint("webhooks", __name__)
@@ -48,7 +48,7 @@ def _receive(rt, project_id: int | None):
     if not shared and scheme is None:
         return _unauthorized(settings)  # the raw bytes are verified before any parsing
     try:
-        body = strip_secrets(orjson.loads(raw))
+        body = intake.parse(raw)
     except orjson.JSONDecodeError as exc:
         return error(400, "invalid_json", f"body is not JSON: {exc}")
     issues = (

@@ -19,6 +19,13 @@ QUARANTINE_DEPTH = 128
 ACTION = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
+def parse(raw: bytes) -> Any:
+    """A delivery's body, parsed, with Label Studio's credentials already removed: every later
+    step (limits, validation, errors, answers, the inbox) sees it only so. Raises
+    ``orjson.JSONDecodeError``."""
+    return strip_secrets(orjson.loads(raw))
+
+
 def accept(
     rt: Runtime,
     body: dict[str, Any],
@@ -26,7 +33,7 @@ def accept(
     url_project: int | None,
     webhook_id: str | None = None,
 ) -> inbox.Recorded:
-    """Record a valid delivery (secrets stripped) and queue its project's drain.
+    """Record a valid delivery (a body from :func:`parse`) and queue its project's drain.
 
     The delivery is durable once this returns (recorded with the deliveries of concurrent
     requests, see :mod:`sync.recorder`); a Redis failure only delays it (the sweep queues it
@@ -38,7 +45,7 @@ def accept(
     action = body["action"]
     status = inbox.PENDING if known_action(action) else inbox.IGNORED
     project_id = project_of(body, url_project)
-    stored = orjson.dumps(strip_secrets(body))
+    stored = orjson.dumps(body)
     row = inbox.delivery_row(
         action=action, project_id=project_id, body=stored, key=key, status=status
     )
@@ -48,10 +55,10 @@ def accept(
 def quarantine(
     rt: Runtime, body: Any, raw: bytes, url_project: int | None, issues: list[Issue]
 ) -> int:
-    """Keep a rejected (schema-invalid) delivery, secrets stripped, for inspection and replay."""
+    """Keep a rejected delivery (a body from :func:`parse`) for inspection and replay."""
     action = body.get("action") if isinstance(body, dict) else None
     project_id = project_of(body, url_project) if isinstance(body, dict) else url_project
-    kept = prune(strip_secrets(body), QUARANTINE_DEPTH)  # too deep to re-serialise otherwise
+    kept = prune(body, QUARANTINE_DEPTH)  # too deep to re-serialise otherwise
     with rt.sessions() as session:
         recorded = inbox.record(
             session,

@@ -29,7 +29,7 @@ def _replay(redis_url: str, order: list[int], drains_after: set[int]) -> dict[st
             _name, body = SEQUENCE[index]
             raw = orjson.dumps(body)
             # A fresh webhook-id per copy: duplicates get past the dedupe and really apply twice.
-            intake.accept(rt, orjson.loads(raw), raw, None, webhook_id=uuid.uuid4().hex)
+            intake.accept(rt, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
             if position in drains_after:
                 _drain_all(rt)
         _drain_all(rt)

@@ -86,7 +86,7 @@ def _expected(bodies: list[bytes], tmp: Path, redis_url: str) -> dict[str, bytes
     rt = Runtime(make_settings(tmp / "expected", url, redis_url))
     jobs.set_runtime(rt)
     for raw in bodies:
-        intake.accept(rt, orjson.loads(raw), raw, 1)
+        intake.accept(rt, intake.parse(raw), raw, 1)
     jobs.drain_project(1)
     return _tasks(Path(rt.settings.storage_url.removeprefix("file://")))
 

@@ -29,7 +29,7 @@ LABELS = ["Airplane", "Car", "Truck", "Bicycle"]  # Bicycle is not in the config
 
 def _send(rt: Runtime, body: dict) -> None:
     raw = orjson.dumps(body)
-    intake.accept(rt, orjson.loads(raw), raw, None, webhook_id=uuid.uuid4().hex)
+    intake.accept(rt, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
 
 
 def _tasks_created(ids, project: dict = PROJECT) -> dict:
