@@ -243,6 +243,35 @@ SETTINGS: tuple[Setting, ...] = (
         "Deepest JSON nesting accepted in a delivery.",
     ),
     Setting(
+        "ANNOSYNC_MAX_LABELS",
+        "max_labels",
+        _positive_int,
+        "10000",
+        "Most labels in a project's label config and classes in its exports; `category` "
+        "values must be below it. A config over it is refused (400 naming the field).",
+    ),
+    Setting(
+        "ANNOSYNC_MAX_LABEL_CHARS",
+        "max_label_chars",
+        _positive_int,
+        "256",
+        "Longest label, in a label config or on a region.",
+    ),
+    Setting(
+        "ANNOSYNC_MAX_REGIONS",
+        "max_regions",
+        _positive_int,
+        "10000",
+        "Most result items (regions) in one annotation.",
+    ),
+    Setting(
+        "ANNOSYNC_MAX_POINTS",
+        "max_points",
+        _positive_int,
+        "10000",
+        "Most points in one polygon or polyline.",
+    ),
+    Setting(
         "ANNOSYNC_HTTP_THREADS",
         "http_threads",
         _positive_int,
@@ -380,6 +409,10 @@ class Settings:
     max_body_bytes: int
     max_items: int
     max_json_depth: int
+    max_labels: int
+    max_label_chars: int
+    max_regions: int
+    max_points: int
     http_threads: int
     http_connection_limit: int
     http_idle_timeout_s: float

@@ -1,7 +1,8 @@
 """``POST /webhooks/label-studio[/<project_id>]``: authenticate, check, record, queue.
 
 Order of checks: secret (401) → content type (415) → size (413) → signature over the raw
-bytes (401) → JSON (400) → secrets stripped → limits and schema (400, quarantined) → durable
+bytes (401) → JSON (400) → secrets stripped → size limits, schema, content limits (400, quarantined;
+:func:`sync.intake.issues`) → durable
 record (503 if impossible) → queue → 202. Secrets are gone before anything is validated, so
 no answer, error text or quarantined body can hold one.
 """
@@ -14,11 +15,10 @@ import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.validation import Issue, known_action, validate_delivery
+from config.validation import Issue
 from handlers.auth import GITHUB, secret_matches, verified_scheme
 from handlers.errors import error
 from sync import intake
-from sync.payloads import is_payloadless, item_count, json_depth
 
 log = logging.getLogger("annosync.webhooks")
 bp = Blueprint("webhooks", __name__)
@@ -51,12 +51,7 @@ def _receive(rt, project_id: int | None):
         body = intake.parse(raw)
     except orjson.JSONDecodeError as exc:
         return error(400, "invalid_json", f"body is not JSON: {exc}")
-    issues = (
-        _limit_issues(body, raw, settings)
-        or validate_delivery(body)
-        or _project_issues(body, project_id)
-    )
-    if issues:
+    if issues := intake.issues(body, raw, settings, project_id):
         return _reject(rt, body, raw, project_id, issues)
     # X-Hub-Signature-256 signs neither an id nor a time: a replay may carry any webhook-id,
     # so such deliveries are told apart by their body and URL only.
@@ -81,39 +76,6 @@ def _unauthorized(settings):
 
 def _too_large(limit: int):
     return error(413, "payload_too_large", f"body larger than {limit} bytes")
-
-
-def _limit_issues(body, raw: bytes, settings) -> list[Issue]:
-    # Fewer brackets in the whole body than the limit: it cannot nest deeper (C-speed count).
-    brackets = raw.count(b"{") + raw.count(b"[")
-    if brackets > settings.max_json_depth and (
-        json_depth(body, settings.max_json_depth) > settings.max_json_depth
-    ):
-        return [Issue("$", f"JSON nested deeper than {settings.max_json_depth} levels", "maxDepth")]
-    if isinstance(body, dict) and (count := item_count(body)) > settings.max_items:
-        return [
-            Issue(
-                "$",
-                f"{count} tasks or annotations in one delivery; at most {settings.max_items}",
-                "maxItems",
-            )
-        ]
-    return []
-
-
-def _project_issues(body, project_id: int | None) -> list[Issue]:
-    """A payload-less delivery (``send_payload=false``) means "pull this project": without a
-    project in the URL there is nothing it could ever be applied to."""
-    if project_id is None and is_payloadless(body) and known_action(body["action"]):
-        return [
-            Issue(
-                "project_id",
-                "a delivery without payload (send_payload=false) names no project: "
-                "send it to /webhooks/label-studio/<project id>",
-                "required",
-            )
-        ]
-    return []
 
 
 def _reject(rt, body, raw: bytes, project_id: int | None, issues: list[Issue]):

@@ -15,11 +15,16 @@ import multiprocessing
 import os
 import tempfile
 import threading
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import IO
 
 from config.settings import Settings
-from sync import exports
+from sync import exports, store
+from sync.convert import render_into
+from sync.exporters import get_exporter
+from sync.limits import Limits
 from sync.runtime import Runtime
 
 CHILD_NICENESS = 10
@@ -87,4 +92,27 @@ def _start_child(settings: Settings) -> None:
 
 def _render(project_id: int, fmt: str, path: str) -> int:
     with open(path, "wb") as out:
-        return exports.export_archive(_child_runtime, project_id, fmt, out)
+        return export_archive(_child_runtime, project_id, fmt, out)
+
+
+def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
+    """Write a zip of one format rendered from the stored tasks into ``out`` (a binary file);
+    returns the number of tasks. Nothing is written to storage."""
+    exporter = get_exporter(fmt)
+    # Read only: the class list that rendering may extend is never flushed (on SQLite a
+    # flush would hold the one write lock, and every webhook with it, for the whole render).
+    with (
+        rt.sessions() as session,
+        session.no_autoflush,
+        tempfile.TemporaryDirectory() as staging,
+    ):
+        ctx = exports.context_for(session, project_id, rt.settings)
+        documents = store.project_documents(session, project_id)
+        limits = Limits.from_settings(rt.settings)
+        summary = render_into(documents, exporter, Path(staging), ctx, limits=limits)
+        session.rollback()  # keep the stored class list
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(staging).rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(staging).as_posix())
+    return summary.tasks

@@ -18,11 +18,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from config.settings import Settings, SettingsError, load_settings, settings_markdown
-from config.validation import validate_delivery
-from sync import convert, db, exports, inbox, jobs, launcher, status
+from sync import convert, db, exports, inbox, intake, jobs, launcher, status
 from sync.exporters import exporter_names
 from sync.exporters.capabilities import list_formats
 from sync.labelstudio import LabelStudioError
+from sync.limits import Limits
 from sync.locks import ProjectBusy, ProjectLock
 from sync.logs import configure_logging
 from sync.models import Delivery
@@ -191,29 +191,27 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries_replay(args: argparse.Namespace) -> int:
-    """Re-validate rejected deliveries and re-apply failed or applied ones."""
+    """Re-apply deliveries that pass today's checks; name each one that does not (exit 2)."""
     rt = Runtime(_settings())
-    projects = set()
+    projects, refused, replayed = set(), [], 0
     with rt.sessions() as session:
         for delivery_id in args.ids:
             row = session.get(Delivery, delivery_id)
             if row is None:
-                raise UsageError(f"no delivery {delivery_id}")
-            if row.status == inbox.REJECTED:
-                issues = validate_delivery(orjson.loads(row.body))
-                if issues:
-                    raise UsageError(
-                        f"delivery {delivery_id} is still invalid: "
-                        f"{issues[0].path}: {issues[0].message}"
-                    )
-                row.key, row.errors = None, None
-            row.status, row.attempts, row.last_error = inbox.PENDING, 0, None
-            projects.add(row.project_id)
+                refused.append(f"no delivery {delivery_id}")
+            elif found := intake.readmit(row, rt.settings):
+                problem = f"{found[0].path}: {found[0].message}"
+                refused.append(f"delivery {delivery_id} is still invalid: {problem}")
+            else:
+                projects.add(row.project_id)
+                replayed += 1
         session.commit()
     for project_id in projects:
         jobs.request_drain(rt.redis, rt.settings.queue_name, project_id)
-    print(f"replaying {len(args.ids)} deliveries")
-    return 0
+    print(f"replaying {replayed} deliveries" if replayed != 1 else "replaying 1 delivery")
+    for line in refused:
+        print(f"annosync: {line}", file=sys.stderr)
+    return 2 if refused else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -250,6 +248,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     incremental path."""
     settings = _settings()
     ctx = convert.context(args.config, args.classes, settings.split)
+    ctx.max_classes = settings.max_labels
     if args.list_formats:
         return _print_formats(ctx.config)
     missing = [
@@ -266,13 +265,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     bar = Progress(f"convert {args.input.name} to {args.format}")
     try:
         summary = convert.convert(
-            args.input, args.format, args.output, ctx, overwrite=args.overwrite, progress=bar.update
+            args.input,
+            args.format,
+            args.output,
+            ctx,
+            overwrite=args.overwrite,
+            progress=bar.update,
+            limits=Limits.from_settings(settings),
         )
     finally:
         bar.close()
+    for task_id, why in summary.failed.items():
+        print(f"annosync: task {task_id} not converted: {why}", file=sys.stderr)
+    left_out = f", {len(summary.failed)} tasks left out" if summary.failed else ""
     print(
         f"{summary.tasks} tasks converted to {args.format.upper()} in {args.output} "
-        f"({summary.files} files, {len(summary.classes)} classes)"
+        f"({summary.files} files, {len(summary.classes)} classes{left_out})"
     )
     return 0
 

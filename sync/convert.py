@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sync.exporters.capabilities import unfit_reason
 from sync.exporters.regions import DEFAULT_SPLIT, context_from_config
 from sync.jsonstream import JSONStreamError, iter_array
 from sync.labelconfig import LabelConfigError, parse_label_config
+from sync.limits import Limits, task_problem
 from sync.storage import check_key
 from sync.store import encode_task
 
@@ -37,6 +38,7 @@ class ConvertSummary:
     tasks: int
     files: int
     classes: list[str]
+    failed: dict[int, str] = field(default_factory=dict)  # task id -> why not rendered
 
 
 def read_tasks(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
@@ -107,6 +109,7 @@ def convert(
     ctx: ExportContext,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    limits: Limits | None = None,
 ) -> ConvertSummary:
     """Convert every task of ``source`` into ``fmt`` under ``out``."""
     try:
@@ -125,7 +128,7 @@ def convert(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        summary = render_into(read_tasks(source), exporter, staging, ctx, progress)
+        summary = render_into(read_tasks(source), exporter, staging, ctx, progress, limits)
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -139,22 +142,29 @@ def render_into(
     staging: Path,
     ctx: ExportContext,
     progress=None,
+    limits: Limits | None = None,
 ) -> ConvertSummary:
     """Render ``tasks`` with ``exporter`` into the fresh folder ``staging``: per-task files
-    as they come, fragments spooled to disk, aggregates last in task-id order."""
+    as they come, fragments spooled to disk, aggregates last in task-id order. A task over
+    ``limits`` or that the exporter cannot render is left out and named in ``failed``, as
+    the kept-fresh exports do."""
     storage = _StagingWriter(staging)
     index: dict[int, tuple[int, int]] = {}  # task id -> fragment's place in the spool
+    failed: dict[int, str] = {}
     files = 0
     with tempfile.TemporaryFile() as spool:
         for count, (task, raw) in enumerate(tasks, start=1):
-            result = exporter.render_task(task, raw, ctx)
+            if progress:
+                progress(count)
+            result = _render_task(exporter, task, raw, ctx, limits)
+            if isinstance(result, str):
+                failed[task["id"]] = result
+                continue
             for path, data in result.files.items():
                 storage.put(path, data)
             files += len(result.files)
             index[task["id"]] = (spool.tell(), len(result.fragment))  # a repeated id: last wins
             spool.write(result.fragment)
-            if progress:
-                progress(count)
 
         def fragments() -> Iterator[bytes]:
             for task_id in sorted(index):
@@ -165,7 +175,18 @@ def render_into(
         aggregates = exporter.aggregate(fragments(), ctx)
     for path, data in aggregates.items():
         storage.put(path, data)
-    return ConvertSummary(len(index), files + len(aggregates), list(ctx.classes))
+    return ConvertSummary(len(index), files + len(aggregates), list(ctx.classes), failed)
+
+
+def _render_task(exporter, task, raw: bytes, ctx: ExportContext, limits: Limits | None):
+    """The task's export, or why it cannot be exported."""
+    problem = task_problem(task, limits) if limits else None
+    if problem:
+        return problem
+    try:
+        return exporter.render_task(task, raw, ctx)
+    except Exception as exc:  # the content of one task must never stop the others
+        return f"{exporter.name}: {type(exc).__name__}: {exc}"[:500]
 
 
 class _StagingWriter:

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 from redis import Redis
 from rq import Queue, Retry
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from sync import store
+from sync import backoff, store
 from sync.exporters import ExportContext, get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.regions import context_from_config
+from sync.limits import Limits, task_problem
 from sync.locks import ProjectLock
 from sync.models import Annotation, ExportFragment, Project, Task
 from sync.runtime import Runtime
@@ -60,12 +58,14 @@ def _project(session: Session, project_id: int) -> Project:
     return project
 
 
-def context_for(session: Session, project_id: int, split) -> ExportContext:
-    """The project's export context; its class list starts from the label config."""
+def context_for(session: Session, project_id: int, settings) -> ExportContext:
+    """The project's export context; its class list starts from the label config and holds
+    at most ``ANNOSYNC_MAX_LABELS`` classes."""
     project = _project(session, project_id)
     parsed = orjson.loads(project.parsed_config) if project.parsed_config else None
     classes = orjson.loads(project.classes) if project.classes else []
-    ctx = context_from_config(project_id, classes, parsed, split)
+    ctx = context_from_config(project_id, classes, parsed, settings.split)
+    ctx.max_classes = settings.max_labels
     project.classes = orjson.dumps(ctx.classes).decode()
     return ctx
 
@@ -99,9 +99,13 @@ class TaskOutputs:
     fragments: list[tuple[str, list[int], list[dict[str, Any]]]] = field(default_factory=list)
     changed: int = 0
     classes: str = ""
+    exported: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # task id -> why not exported
 
     def record(self, session: Session) -> None:
-        """Store the fragments and file digests (once `writes` are in storage)."""
+        """Store the fragments and file digests (once `writes` are in storage), and which
+        tasks could not be exported and why."""
+        _record_failures(session, self.exported, self.failed)
         for name, ids, rows in self.fragments:
             session.execute(
                 delete(ExportFragment)
@@ -137,12 +141,54 @@ def render_tasks(
     if not formats or (not tasks and not deleted):
         return None
     with session.no_autoflush:  # rendering must not take the write lock
-        ctx = context_for(session, project_id, rt.settings.split)
+        ctx = context_for(session, project_id, rt.settings)
         outputs = TaskOutputs(_project(session, project_id))
-        for name in fitting_formats(formats, ctx):
-            _render(session, get_exporter(name), ctx, tasks, deleted, outputs)
+        names = fitting_formats(formats, ctx)
+        rendered = _render_each(names, ctx, tasks, Limits.from_settings(rt.settings), outputs)
+        # A task that failed is absent from every format (as if deleted), never half there.
+        gone = [*deleted, *outputs.failed]
+        for name in names:
+            _collect(session, get_exporter(name), ctx, rendered[name], gone, outputs)
     outputs.classes = orjson.dumps(ctx.classes).decode()
     return outputs
+
+
+def _render_each(names, ctx: ExportContext, tasks, limits: Limits, outputs: TaskOutputs):
+    """Every format's export of every task, one task at a time: a task over the limits, or
+    one an exporter cannot render, is recorded in ``outputs.failed`` and the others go on."""
+    rendered: dict[str, list] = {name: [] for name in names}
+    for doc, raw in tasks:
+        problem = task_problem(doc, limits)
+        done = []
+        try:
+            for name in [] if problem else names:
+                done.append((name, get_exporter(name).render_task(doc, raw, ctx)))
+        except Exception as exc:  # the content of one task must never stop its project
+            problem = f"{name}: {type(exc).__name__}: {exc}"
+        if problem:
+            outputs.failed[doc["id"]] = problem[:500]
+            log.warning("project %s: task %s not exported: %s", ctx.project_id, doc["id"], problem)
+            continue
+        outputs.exported.append(doc["id"])
+        for name, out in done:
+            rendered[name].append((doc["id"], out))
+    return rendered
+
+
+def _record_failures(session: Session, exported: list[int], failed: dict[int, str]) -> None:
+    if failed:
+        session.execute(
+            update(Task.__table__)
+            .where(Task.__table__.c.id == bindparam("tid"))
+            .values(error=bindparam("why")),
+            [{"tid": task_id, "why": why} for task_id, why in failed.items()],
+        )
+    if exported:
+        session.execute(
+            update(Task.__table__)
+            .where(Task.__table__.c.id.in_(exported), Task.__table__.c.error.is_not(None))
+            .values(error=None)
+        )
 
 
 def update_tasks(
@@ -160,14 +206,15 @@ def update_tasks(
         outputs.record(session)
 
 
-def _render(session, exporter, ctx, tasks, deleted, outputs: TaskOutputs) -> None:
-    """Render one format's per-task outputs into ``outputs``.
+def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) -> None:
+    """Add one format's rendered per-task outputs (``(task id, TaskExport)``) and the removal
+    of deleted tasks' outputs to ``outputs``.
 
     Every file is written, even when its digest equals the stored one: a worker killed
     between the storage write and the commit leaves storage ahead of the stored digests, so
     the digests cannot vouch for what storage holds."""
     root = export_root(ctx.project_id, exporter.folder)
-    ids = [doc["id"] for doc, _ in tasks] + list(deleted)
+    ids = [task_id for task_id, _ in rendered] + list(deleted)
     previous = {
         row.task_id: row
         for row in session.scalars(
@@ -179,12 +226,11 @@ def _render(session, exporter, ctx, tasks, deleted, outputs: TaskOutputs) -> Non
         )
     }
     rows = []
-    for doc, raw in tasks:
-        out = exporter.render_task(doc, raw, ctx)
+    for task_id, out in rendered:
         digests = {
             root + path: hashlib.sha256(data).hexdigest() for path, data in out.files.items()
         }
-        old = previous.get(doc["id"])
+        old = previous.get(task_id)
         old_digests = orjson.loads(old.files) if old else {}
         outputs.writes += [(root + path, data) for path, data in out.files.items()]
         outputs.stale += [key for key in old_digests if key not in digests]
@@ -193,7 +239,7 @@ def _render(session, exporter, ctx, tasks, deleted, outputs: TaskOutputs) -> Non
             {
                 "project_id": ctx.project_id,
                 "format": exporter.name,
-                "task_id": doc["id"],
+                "task_id": task_id,
                 "files": orjson.dumps(digests).decode(),
                 "fragment": out.fragment,
             }
@@ -260,31 +306,6 @@ def _chunks(items, size: int):
         yield chunk
 
 
-def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
-    """Write a zip of one format rendered from the stored tasks into ``out`` (a binary file);
-    returns the number of tasks. Nothing is written to storage."""
-    from sync.convert import render_into
-
-    exporter = get_exporter(fmt)
-    # Read only: the class list that rendering may extend is never flushed (on SQLite a
-    # flush would hold the one write lock, and every webhook with it, for the whole render).
-    with (
-        rt.sessions() as session,
-        session.no_autoflush,
-        tempfile.TemporaryDirectory() as staging,
-    ):
-        ctx = context_for(session, project_id, rt.settings.split)
-        summary = render_into(
-            store.project_documents(session, project_id), exporter, Path(staging), ctx
-        )
-        session.rollback()  # keep the stored class list
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(Path(staging).rglob("*")):
-                if path.is_file():
-                    archive.write(path, path.relative_to(staging).as_posix())
-    return summary.tasks
-
-
 def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = None) -> int:
     """Rebuild every kept-fresh aggregate from the stored fragments; returns the generation.
     ``lock`` (the project's export lock) is renewed after each format. The project's new
@@ -292,7 +313,7 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
     with rt.sessions() as session, session.no_autoflush:
         if needs_full_rebuild(session, project_id):  # mid-rebuild: it asks again when done
             return _project(session, project_id).export_generation
-        ctx = context_for(session, project_id, rt.settings.split)
+        ctx = context_for(session, project_id, rt.settings)
         digest = hashlib.sha256()
         formats = fitting_formats(rt.settings.export_formats, ctx)
         for name in formats:
@@ -360,6 +381,9 @@ def request_aggregates(redis: Redis, settings, project_id: int) -> bool:
         _flag(project_id), b"1", nx=True, ex=FLAG_TTL_S
     ):
         return False
+    if backoff.waiting(redis, _unit(project_id)):  # failed just now: the sweep asks again
+        redis.delete(_flag(project_id))
+        return False
     queue = Queue(settings.queue_name, connection=redis)
     options = {
         "job_timeout": 3600,
@@ -388,4 +412,15 @@ def aggregate_job(project_id: int) -> int:
         redis, project_id, wait_s=LOCK_TTL_S + 5, ttl_s=LOCK_TTL_S, purpose="export"
     ) as lock:
         redis.delete(_flag(project_id))  # changes from now on queue the next rebuild
-        return write_aggregates(rt, project_id, lock)
+        try:
+            generation = write_aggregates(rt, project_id, lock)
+        except Exception as exc:
+            delay = backoff.failed(redis, _unit(project_id))
+            log.warning("exports of project %s failed (%s); retry in %.0fs", project_id, exc, delay)
+            raise
+        backoff.succeeded(redis, _unit(project_id))
+        return generation
+
+
+def _unit(project_id: int) -> str:
+    return f"exports-{project_id}"

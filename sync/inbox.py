@@ -13,7 +13,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -255,6 +255,11 @@ def mark_attempt_failed(session: Session, delivery_id: int, error: str, max_atte
     row.last_error = error[:2000]
     row.status = FAILED if row.attempts >= max_attempts else PENDING
     return row.status
+
+
+def last_id(session: Session) -> int:
+    """The id of the newest delivery received (0: none yet)."""
+    return session.scalar(select(func.max(Delivery.id))) or 0
 
 
 def list_deliveries(session: Session, status: str | None = None, limit: int = 100) -> list:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -18,12 +19,13 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from sqlalchemy import Row
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from config.settings import load_settings
-from sync import db, events, exports, inbox, store
+from sync import backoff, db, events, exports, inbox, store
 from sync.labelstudio import LabelStudioError
+from sync.limits import Limits
 from sync.locks import ProjectLock
 from sync.payloads import is_payloadless
 from sync.reconcile import pull_project
@@ -56,6 +58,10 @@ def current_runtime() -> Runtime:
     return _runtime
 
 
+def _unit(project_key: int) -> str:
+    return f"drain-{project_key}"
+
+
 def _job_prefix(project_key: int) -> str:
     return f"drain-{project_key}-"
 
@@ -75,6 +81,9 @@ def request_drain(
     """
     key = NO_PROJECT if project_id is None else project_id
     if not redis.set(_flag(key), b"1", nx=True, ex=FLAG_TTL_S) and not force:
+        return False
+    if backoff.waiting(redis, _unit(key)):  # it failed just now: queued again once it waited
+        redis.delete(_flag(key))
         return False
     try:
         Queue(queue_name, connection=redis).enqueue(
@@ -108,7 +117,7 @@ def drain_project(project_key: int) -> dict[str, Any]:
     applied = written = 0
     step = STOP
     try:
-        with ProjectLock(redis, project_key) as lock:
+        with ProjectLock(redis, project_key) as lock, _backing_off(redis, project_key):
             while True:
                 # While the flag is set, the receiver queues no further drain of this project.
                 redis.set(_flag(project_key), b"1", ex=FLAG_TTL_S)
@@ -128,6 +137,19 @@ def drain_project(project_key: int) -> dict[str, Any]:
 
 
 CONTINUE, REQUEUE, STOP = "continue", "requeue", "stop"
+
+
+@contextmanager
+def _backing_off(redis: Redis, project_key: int):
+    """A drain that fails makes its project wait before it is queued again (1 s doubling
+    to 5 min); one that succeeds clears the wait."""
+    try:
+        yield
+    except Exception as exc:
+        delay = backoff.failed(redis, _unit(project_key))
+        log.warning("drain of project %s failed (%s); next try in %.0f s", project_key, exc, delay)
+        raise
+    backoff.succeeded(redis, _unit(project_key))
 
 
 def _next_step(rt: Runtime, project_id: int | None) -> str:
@@ -163,7 +185,7 @@ def _hand_over_dirty_tasks(rt: Runtime) -> None:
 
 
 def _apply_pending(rt: Runtime, project_id: int | None, lock) -> int:
-    options = events.ApplyOptions(project_delete=rt.settings.project_delete)
+    options = events.ApplyOptions(rt.settings.project_delete, Limits.from_settings(rt.settings))
     applied, skip = 0, set()
     with rt.sessions() as session:
         db.keep_loaded(session)
@@ -195,7 +217,7 @@ def _pull(rt: Runtime, session: Session, project_id: int | None, pulls: list, sk
     if problem:  # retrying cannot help: fail now, replayable after the fix
         return _fail_pulls(session, pulls, problem, 1, skip)
     try:
-        pull_project(rt.labelstudio, session, project_id)
+        pull_project(rt.labelstudio, session, project_id, Limits.from_settings(rt.settings))
     except LabelStudioError as exc:
         session.rollback()
         log.warning("project %s: pull failed: %s", project_id, exc)
@@ -223,7 +245,7 @@ def _apply_batch(session: Session, batch: list, options, max_attempts: int, skip
         bodies = [orjson.loads(delivery.body) for delivery in batch]
         store.preload(session, bodies)
         for delivery, body in zip(batch, bodies, strict=True):
-            events.apply(session, body, delivery.project_id, options)
+            events.apply(session, body, delivery.project_id, options, delivery.id)
         session.flush()
         inbox.mark_applied(session, [delivery.id for delivery in batch])
         return len(batch)
@@ -247,7 +269,8 @@ def _apply_batch(session: Session, batch: list, options, max_attempts: int, skip
 def _apply_one(session: Session, delivery: Row, options, max_attempts: int) -> bool:
     savepoint = session.begin_nested()
     try:
-        events.apply(session, orjson.loads(delivery.body), delivery.project_id, options)
+        body = orjson.loads(delivery.body)
+        events.apply(session, body, delivery.project_id, options, delivery.id)
         inbox.mark_applied(session, [delivery.id])
         savepoint.commit()
         return True
@@ -255,7 +278,10 @@ def _apply_one(session: Session, delivery: Row, options, max_attempts: int) -> b
         raise  # the database itself is in trouble: let RQ retry the whole job
     except Exception as exc:  # one bad delivery must not block the others
         savepoint.rollback()
-        status = inbox.mark_attempt_failed(session, delivery.id, _describe(exc), max_attempts)
+        # A database error (a concurrent insert of the same id) may pass on a later try;
+        # anything else comes from the delivery itself and would fail the same way again.
+        attempts = max_attempts if isinstance(exc, SQLAlchemyError) else 1
+        status = inbox.mark_attempt_failed(session, delivery.id, _describe(exc), attempts)
         log.warning(
             "delivery %s (%s) not applied, now %s: %s",
             delivery.id,

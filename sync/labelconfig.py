@@ -92,14 +92,16 @@ def parse_label_config(xml: str) -> dict[str, Any]:
 
 
 def _control(element: ET.Element) -> dict[str, Any]:
-    labels, categories = [], {}
+    # dict keys: ordered and de-duplicated in linear time (configs may hold 10^4 labels)
+    labels: dict[str, None] = {}
+    categories: dict[str, int] = {}
     for child in element.iter():
         if child is element or child.tag not in {"Label", "Choice"}:
             continue
         value = child.get("value") or child.get("alias")
         if value is None or value in labels:
             continue
-        labels.append(value)
+        labels[value] = None
         category = child.get("category")
         if category is not None and category.strip().lstrip("-").isdigit():
             categories[value] = int(category)
@@ -107,7 +109,7 @@ def _control(element: ET.Element) -> dict[str, Any]:
         "name": element.get("name"),
         "type": element.tag,
         "to_name": [n for n in (element.get("toName") or "").split(",") if n],
-        "labels": labels,
+        "labels": list(labels),
         "categories": categories,
         "choice": element.get("choice") or "single",
     }

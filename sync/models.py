@@ -70,6 +70,9 @@ class Project(Base):
     updated_at: Mapped[str | None] = mapped_column(String(32))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     config_version: Mapped[int] = mapped_column(Integer, default=0)
+    # The last config that could not be adopted (not XML, over the limits), and why.
+    config_error: Mapped[str | None] = mapped_column(Text)
+    refused_digest: Mapped[str | None] = mapped_column(String(64))
     # Derived exports: the append-only class list (ids never move), the config version the
     # per-task outputs were rendered with, and the monotonic generation of the exports.
     classes: Mapped[str | None] = mapped_column(Text)
@@ -83,7 +86,9 @@ class Task(Base):
     """A task without its annotations; ``deleted`` rows are tombstones.
 
     ``version`` counts changes; ``written_version`` is the version last written to storage,
-    and ``dirty`` is set while storage still owes this task a write (or a delete).
+    and ``dirty`` is set while storage still owes this task a write (or a delete). ``born`` is
+    the delivery id that created this incarnation of the id (None: a pull or unknown);
+    ``error`` why the task is missing from the exports (None: it is in them).
     """
 
     __tablename__ = "tasks"
@@ -98,6 +103,8 @@ class Task(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     written_version: Mapped[int] = mapped_column(Integer, default=0)
     dirty: Mapped[bool] = mapped_column(Boolean, default=True)
+    born: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_tasks_project", "project_id", "id"),
@@ -106,7 +113,8 @@ class Task(Base):
 
 
 class Annotation(Base):
-    """One annotation (the newest version seen); ``deleted`` rows are tombstones."""
+    """One annotation (the newest version seen); ``deleted`` rows are tombstones; ``born`` as
+    for :class:`Task`."""
 
     __tablename__ = "annotations"
 
@@ -118,6 +126,7 @@ class Annotation(Base):
     updated_at: Mapped[str | None] = mapped_column(String(32))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[str | None] = mapped_column(String(32))
+    born: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_annotations_task", "task_id", "id"),)
 

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.validation import task_shape_problem
-from sync import events, store
+from sync import events, inbox, store
 from sync.labelstudio import LabelStudioClient, read_export
+from sync.limits import Limits
 from sync.models import Annotation, Task
 from sync.payloads import now_ts, strip_secrets
 
@@ -32,7 +33,11 @@ class SnapshotResult:
 
 
 def pull_project(
-    client: LabelStudioClient, session: Session, project_id: int, commit: bool = True
+    client: LabelStudioClient,
+    session: Session,
+    project_id: int,
+    limits: Limits | None = None,
+    commit: bool = True,
 ) -> SnapshotResult:
     """Pull the project's full state from Label Studio and apply it.
 
@@ -46,7 +51,8 @@ def pull_project(
         client.download_export(project_id, spool)
         spool.seek(0)
         chunk = SNAPSHOT_CHUNK if commit else None
-        return apply_snapshot(session, project_id, read_export(spool), started, project, chunk)
+        tasks = read_export(spool)
+        return apply_snapshot(session, project_id, tasks, started, project, chunk, limits)
 
 
 def apply_snapshot(
@@ -56,6 +62,7 @@ def apply_snapshot(
     started_at: str,
     project: dict[str, Any] | None = None,
     commit_every: int | None = None,
+    limits: Limits | None = None,
 ) -> SnapshotResult:
     """Upsert every task and annotation of the snapshot; tombstone what it no longer has.
 
@@ -71,14 +78,17 @@ def apply_snapshot(
     """
     result = SnapshotResult()
     if project is not None:
-        events.upsert_project(session, project)
+        events.upsert_project(session, project, limits)
+    # Everything received so far is in the snapshot: a replay of an older delete must not
+    # remove what it brings back.
+    seq = inbox.last_id(session)
     seen_tasks: set[int] = set()
     seen_annotations: set[int] = set()
     for task in tasks:
         if task_shape_problem(task):
             result.tasks_invalid += 1
             continue
-        store.upsert_task(session, task, project_id)
+        store.upsert_task(session, task, project_id, seq)
         seen_tasks.add(task["id"])
         seen_annotations.update(a["id"] for a in task.get("annotations") or [])
         result.tasks_seen += 1

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sync import db, store
+from sync.limits import Limits
 from sync.locks import ProjectLock
 from sync.models import Task
 from sync.reconcile import SnapshotResult, pull_project
@@ -43,12 +44,15 @@ class ResyncSummary:
     unchanged: int = 0
     dry_run: bool = False
     pulled: SnapshotResult | None = None
+    retried: int = 0  # tasks that could not be exported, to be tried again
 
     def line(self) -> str:
         verb = "would write" if self.dry_run else "written"
         gone = "would delete" if self.dry_run else "deleted"
         text = f"project {self.project}: {verb} {self.written}, {gone} {self.deleted}, "
         text += f"unchanged {self.unchanged}"
+        if self.retried:
+            text += f", {self.retried} unexported tasks {'to retry' if self.dry_run else 'retried'}"
         if self.pulled:
             text += (
                 f" (from Label Studio: {self.pulled.tasks_seen} tasks seen, "
@@ -77,8 +81,15 @@ def resync_project(
         _session(rt, private) as session,
     ):
         if from_labelstudio:
-            summary.pulled = pull_project(rt.labelstudio, session, project_id, not dry_run)
+            summary.pulled = pull_project(
+                rt.labelstudio,
+                session,
+                project_id,
+                Limits.from_settings(rt.settings),
+                commit=not dry_run,
+            )
         _reconcile_storage(rt, session, summary, lock, progress)
+        summary.retried = store.retry_failed(session, project_id)
         if dry_run:
             session.rollback()
         else:

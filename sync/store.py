@@ -4,7 +4,12 @@ Rules that make applying idempotent and order-independent:
 - an annotation version replaces the stored one only if its ``updated_at`` is newer;
 - a deleted task or annotation is kept as a tombstone; a late create/update of the same
   object (same or older ``created_at``) does not bring it back, while a genuinely new object
-  that reuses the id (newer ``created_at``; Label Studio's SQLite backend reuses ids) does.
+  that reuses the id (newer ``created_at``; Label Studio's SQLite backend reuses ids) does;
+- ``created_at`` tells incarnations of a task id apart: a payload of an older one (an
+  annotation of the deleted task, delivered late) changes nothing, a newer one replaces the
+  task and retires the old incarnation's annotations;
+- a delete applies only to incarnations born from earlier deliveries (``born`` < its
+  delivery id), so a replayed or late delete never removes a later re-create.
 Every change bumps the task's ``version`` and sets ``dirty``: storage owes the task a write.
 """
 
@@ -94,8 +99,12 @@ def touch(task: Task) -> None:
     task.dirty = True
 
 
-def upsert_task(session: Session, data: dict[str, Any], project_id: int | None) -> Task | None:
-    """Store a task's own fields; returns the live task, or None when a tombstone holds."""
+def upsert_task(
+    session: Session, data: dict[str, Any], project_id: int | None, seq: int | None = None
+) -> Task | None:
+    """Store a task's own fields (``seq``: the delivery's id); returns the live task, or None
+    when the payload is of a deleted incarnation (a tombstone holds, or the stored task is a
+    newer incarnation of the id)."""
     task_id = data["id"]
     created = normalise_ts(data.get("created_at"))
     updated = normalise_ts(data.get("updated_at"))
@@ -113,12 +122,18 @@ def upsert_task(session: Session, data: dict[str, Any], project_id: int | None) 
             version=1,
             written_version=0,
             dirty=True,
+            born=seq,
         )
         session.add(task)
     elif task.deleted:
         if _tombstone_holds(created, task.created_at, task.deleted_at):
             return None
-        _revive_task(session, task, body, project_id, created, updated)
+        _revive_task(task, body, project_id, created, updated, seq)
+    elif _older(created, task.created_at):
+        return None
+    elif _older(task.created_at, created):  # the old incarnation was deleted meanwhile
+        _retire_annotations(session, task.id)
+        _revive_task(task, body, project_id, created, updated, seq)
     elif _wins(updated, body, task.updated_at, task.body):
         if _keeps_predictions(task, data):
             body = orjson.dumps({**orjson.loads(body), "predictions": _stored(task, "predictions")})
@@ -128,7 +143,7 @@ def upsert_task(session: Session, data: dict[str, Any], project_id: int | None) 
         task.updated_at = updated or task.updated_at
         task.created_at = task.created_at or created
     for annotation in data.get("annotations") or data.get("completions") or []:
-        upsert_annotation(session, annotation, task)
+        upsert_annotation(session, annotation, task, seq)
     return task
 
 
@@ -141,7 +156,14 @@ def _keeps_predictions(task: Task, incoming: dict[str, Any]) -> bool:
     return "predictions" not in incoming and bool(_stored(task, "predictions"))
 
 
-def _revive_task(session, task, body, project_id, created, updated) -> None:
+def _older(created: str | None, than: str | None) -> bool:
+    """Whether ``created`` is of an earlier incarnation than ``than``: a whole second earlier
+    (normalised stamps compare as strings; a source writing fewer digits of the fraction
+    must not look like another incarnation)."""
+    return created is not None and than is not None and created[:19] < than[:19]
+
+
+def _revive_task(task, body, project_id, created, updated, seq) -> None:
     """A new task reusing a deleted task's id (its old annotations stay tombstoned)."""
     task.body, task.project_id, task.created_at, task.updated_at = (
         body,
@@ -149,11 +171,22 @@ def _revive_task(session, task, body, project_id, created, updated) -> None:
         created,
         updated,
     )
-    task.deleted, task.deleted_at = False, None
+    task.deleted, task.deleted_at, task.born = False, None, seq
     touch(task)
 
 
-def upsert_annotation(session: Session, data: dict[str, Any], task: Task) -> bool:
+def _retire_annotations(session: Session, task_id: int) -> None:
+    """Tombstone a task's annotations (Label Studio deletes them with the task, silently)."""
+    session.execute(
+        update(Annotation)
+        .where(Annotation.task_id == task_id, Annotation.deleted.is_(False))
+        .values(deleted=True, deleted_at=now_ts())
+    )
+
+
+def upsert_annotation(
+    session: Session, data: dict[str, Any], task: Task, seq: int | None = None
+) -> bool:
     """Store an annotation version if it is newer; True when the stored state changed."""
     ann_id = data["id"]
     created = normalise_ts(data.get("created_at"))
@@ -170,6 +203,7 @@ def upsert_annotation(session: Session, data: dict[str, Any], task: Task) -> boo
                 created_at=created,
                 updated_at=updated,
                 deleted=False,
+                born=seq,
             )
         )
     elif row.deleted:
@@ -178,12 +212,13 @@ def upsert_annotation(session: Session, data: dict[str, Any], task: Task) -> boo
         old_task = row.task_id
         row.task_id, row.project_id, row.body = task.id, task.project_id, body
         row.created_at, row.updated_at, row.deleted, row.deleted_at = created, updated, False, None
+        row.born = seq
         _touch_task_id(session, old_task)
     elif row.task_id != task.id and _is_newer(created, row.created_at):
         # A reused id now names an annotation of another task.
         old_task = row.task_id
         row.task_id, row.project_id, row.body = task.id, task.project_id, body
-        row.created_at, row.updated_at = created, updated
+        row.created_at, row.updated_at, row.born = created, updated, seq
         _touch_task_id(session, old_task)
     elif row.task_id == task.id and _wins(updated, body, row.updated_at, row.body):
         row.body, row.updated_at = body, updated
@@ -200,25 +235,36 @@ def _touch_task_id(session: Session, task_id: int) -> None:
         touch(task)
 
 
-def delete_annotations(session: Session, ids: Iterable[int]) -> set[int]:
-    """Tombstone annotations by id; returns the ids of the tasks that changed."""
+def _born_later(row: Task | Annotation, seq: int | None) -> bool:
+    """Whether ``row`` is an incarnation created by a delivery after ``seq``."""
+    return seq is not None and row.born is not None and row.born > seq
+
+
+def delete_annotations(session: Session, ids: Iterable[int], seq: int | None = None) -> set[int]:
+    """Tombstone annotations by id (``seq``: the deleting delivery's id); returns the ids of
+    the tasks that changed."""
     changed: set[int] = set()
     stamp = now_ts()
     for ann_id in ids:
         row = _get_annotation(session, ann_id)
         if row is None:
             session.add(
-                Annotation(id=ann_id, task_id=0, body=b"{}", deleted=True, deleted_at=stamp)
+                Annotation(
+                    id=ann_id, task_id=0, body=b"{}", deleted=True, deleted_at=stamp, born=seq
+                )
             )
-        elif not row.deleted:
+        elif not row.deleted and not _born_later(row, seq):
             row.deleted, row.deleted_at = True, stamp
             _touch_task_id(session, row.task_id)
             changed.add(row.task_id)
     return changed
 
 
-def delete_tasks(session: Session, ids: Iterable[int], project_id: int | None) -> set[int]:
-    """Tombstone tasks (and their annotations, which Label Studio deletes silently)."""
+def delete_tasks(
+    session: Session, ids: Iterable[int], project_id: int | None, seq: int | None = None
+) -> set[int]:
+    """Tombstone tasks (and their annotations, which Label Studio deletes silently);
+    ``seq``: the deleting delivery's id."""
     changed: set[int] = set()
     stamp = now_ts()
     for task_id in ids:
@@ -234,20 +280,43 @@ def delete_tasks(session: Session, ids: Iterable[int], project_id: int | None) -
                     version=1,
                     written_version=0,
                     dirty=True,
+                    born=seq,
                 )
             )
             continue
-        if task.deleted:
+        if task.deleted or _born_later(task, seq):
             continue
         task.deleted, task.deleted_at = True, stamp
         touch(task)
-        session.execute(
-            update(Annotation)
-            .where(Annotation.task_id == task_id, Annotation.deleted.is_(False))
-            .values(deleted=True, deleted_at=stamp)
-        )
+        _retire_annotations(session, task_id)
         changed.add(task_id)
     return changed
+
+
+def retry_failed(session: Session, project_id: int) -> int:
+    """Owe another write to every live task of the project that could not be exported (the
+    limits, or the exporter, may have changed since); returns how many."""
+    table = Task.__table__
+    result = session.execute(
+        update(table)
+        .where(
+            table.c.project_id == project_id,
+            table.c.deleted.is_(False),
+            table.c.error.is_not(None),
+        )
+        .values(dirty=True, version=table.c.version + 1)
+    )
+    return result.rowcount
+
+
+def failed_tasks(session: Session, project_id: int | None, limit: int = 100) -> list:
+    """``(task id, project id, reason)`` of live tasks missing from the exports."""
+    query = select(Task.id, Task.project_id, Task.error).where(
+        Task.error.is_not(None), Task.deleted.is_(False)
+    )
+    if project_id is not None:
+        query = query.where(Task.project_id == project_id)
+    return list(session.execute(query.order_by(Task.id).limit(limit)))
 
 
 def project_task_ids(session: Session, project_id: int) -> list[int]:

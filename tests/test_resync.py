@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 from rq import Queue
 from sqlalchemy import func, select
 
-from sync import db, inbox, jobs
+from sync import backoff, db, inbox, jobs
 from sync import resync as resync_module
 from sync.launcher import free_port
 from sync.models import Delivery, Task
@@ -176,6 +176,8 @@ def test_s3_outage_mid_stream_loses_nothing(tmp_path, sqlite_url, redis_url):
         assert [j.func_name for j in scheduled] == ["sync.jobs.drain_project"]
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
+        assert jobs.sweep(rt, min_age_s=0) == 0  # the failed drain waits out its backoff (1 s)
+        time.sleep(backoff.BASE_S + 0.1)
         assert jobs.sweep(rt, min_age_s=0) == 1  # files owed are known from the store
         run_worker(rt)
         doc = orjson.loads(rt.storage.get("tasks/1.json"))

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from sync.labelconfig import REGION_TAGS
+from sync.limits import LimitExceeded
 
 #: Region result types and the value key holding their labels.
 LABELLED_TYPES = {
@@ -49,14 +50,21 @@ class ExportContext:
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
     keypoint_labels: list[str] = field(default_factory=list)
     config: dict[str, Any] | None = None  # the parsed label config, when known
+    max_classes: int | None = None  # a label that would grow the list past it is refused
 
     def __post_init__(self) -> None:
         self._ids = {name: n for n, name in enumerate(self.classes)}
 
     def class_id(self, label: str) -> int:
-        """The label's class id; a label the list lacks is appended (ids never move)."""
+        """The label's class id; a label the list lacks is appended (ids never move).
+        Raises :class:`LimitExceeded` when the list is full."""
         found = self._ids.get(label)
         if found is None:
+            if self.max_classes is not None and len(self.classes) >= self.max_classes:
+                raise LimitExceeded(
+                    f"label {label[:40]!r} would be class {len(self.classes) + 1}; at most "
+                    f"{self.max_classes} (ANNOSYNC_MAX_LABELS)"
+                )
             found = self._ids[label] = len(self.classes)
             self.classes.append(label)
         return found
@@ -219,45 +227,49 @@ def split_of(task_id: int, ratios: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
 
 def config_classes(parsed_config: dict[str, Any] | None) -> list[str]:
     """Class names from the region tags of a parsed config, in config order, honouring
-    ``category="N"`` (Choices never become classes)."""
+    ``category="N"`` (Choices never become classes). Linear in the number of labels; the
+    list is as long as the largest category + 1 or the label count, whichever is larger
+    (the receiver and the worker bound both by ``ANNOSYNC_MAX_LABELS``)."""
     if not parsed_config:
         return []
     explicit: dict[int, str] = {}
-    ordered: list[str] = []
+    placed: set[str] = set()
+    ordered: dict[str, None] = {}
     for control in parsed_config.get("controls", []):
         if control["type"] not in REGION_TAGS:
             continue
         for label in control["labels"]:
             category = control.get("categories", {}).get(label)
-            if (
-                category is not None
-                and category >= 0
-                and category not in explicit
-                and label not in explicit.values()
-            ):
+            free = category is not None and category >= 0 and category not in explicit
+            if free and label not in placed:
                 explicit[category] = label
-            elif label not in ordered:
-                ordered.append(label)
-    return _place(explicit, [label for label in ordered if label not in explicit.values()])
+                placed.add(label)
+                continue
+            ordered.setdefault(label, None)
+    return _place(explicit, [label for label in ordered if label not in placed])
 
 
 def _place(explicit: dict[int, str], rest: list[str]) -> list[str]:
+    """Explicit categories at their index; the other labels fill the gaps, then follow."""
     size = max([*explicit, -1]) + 1
     classes: list[str | None] = [explicit.get(i) for i in range(size)]
+    gaps = iter([i for i, c in enumerate(classes) if c is None])
     for label in rest:
-        if None in classes:
-            classes[classes.index(None)] = label
-        else:
+        gap = next(gaps, None)
+        if gap is None:
             classes.append(label)
+        else:
+            classes[gap] = label
     return [c if c is not None else f"__unused_{i}__" for i, c in enumerate(classes)]
 
 
 def extend_classes(classes: list[str], labels: list[str]) -> list[str]:
     """``classes`` with the labels it lacks appended (existing ids never move)."""
-    out = list(classes)
+    out, known = list(classes), set(classes)
     for label in labels:
-        if label not in out:
+        if label not in known:
             out.append(label)
+            known.add(label)
     return out
 
 
