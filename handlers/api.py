@@ -10,7 +10,7 @@ from werkzeug.wsgi import wrap_file
 
 from handlers.auth import api_token_matches
 from handlers.errors import error
-from sync import exports, status
+from sync import exports, status, store
 from sync.archives import ExportsBusy
 from sync.exporters import exporter_names, get_exporter
 from sync.exporters.capabilities import list_formats, unfit_reason
@@ -38,8 +38,12 @@ def openapi():
 def project_status(project_id: int):
     rt = current_app.config["RUNTIME"]
     with rt.sessions() as session:
-        report = status.project_status(session, project_id)
-    return jsonify(report["projects"][0])
+        report = status.project_status(session, project_id)["projects"][0]
+        report["unexported_tasks"] = [
+            {"task": task_id, "reason": reason}
+            for task_id, _project, reason in store.failed_tasks(session, project_id)
+        ]
+    return jsonify(report)
 
 
 @bp.get("/api/projects/<id:project_id>/export/formats")

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from config.settings import Settings, SettingsError, load_settings, settings_markdown
-from sync import convert, db, exports, inbox, intake, jobs, launcher, status
+from sync import convert, db, exports, inbox, intake, jobs, launcher, status, store
 from sync.exporters import exporter_names
 from sync.exporters.capabilities import list_formats
 from sync.labelstudio import LabelStudioError
@@ -178,6 +178,7 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
     wanted = "failed" if args.failed else "rejected" if args.rejected else args.status
     with Runtime(settings).sessions() as session:
         rows = inbox.list_deliveries(session, wanted, args.limit)
+        unexported = store.failed_tasks(session, None, args.limit) if wanted == "failed" else []
     print(
         f"{'id':>8}  {'status':8}  {'action':22}  {'project':>7}  {'attempts':>8}  received / error"
     )
@@ -187,6 +188,11 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
             f"{row.id:>8}  {row.status:8}  {row.action:22}  {row.project_id or '-':>7}  "
             f"{row.attempts:>8}  {detail[:160]}"
         )
+    if unexported:
+        print("\ntasks left out of the exports (retried when they change, or by resync):")
+        print(f"{'task':>8}  {'project':>7}  reason")
+        for task_id, project_id, reason in unexported:
+            print(f"{task_id:>8}  {project_id or '-':>7}  {reason[:160]}")
     return 0
 
 

@@ -26,6 +26,7 @@ def project_status(session: Session, project_id: int | None = None) -> dict[str,
         *([Task.project_id.in_(only)] if only else []),
     )
     dirty = _counts(session, Task.project_id, Task.dirty.is_(True))
+    unexported = _counts(session, Task.project_id, Task.error.is_not(None), Task.deleted.is_(False))
     annotations = _counts(session, Annotation.project_id, Annotation.deleted.is_(False))
     deliveries: dict[int | None, dict[str, int]] = {}
     for pid, status, n in session.execute(
@@ -49,6 +50,11 @@ def project_status(session: Session, project_id: int | None = None) -> dict[str,
         ).all()
     )
     titles = dict(session.execute(select(Project.id, Project.title)).all())
+    config_errors = dict(
+        session.execute(
+            select(Project.id, Project.config_error).where(Project.config_error.is_not(None))
+        ).all()
+    )
     ids = only or sorted({*tasks, *deliveries, *titles} - {None})
     now = datetime.now(UTC)
     projects = []
@@ -64,6 +70,8 @@ def project_status(session: Session, project_id: int | None = None) -> dict[str,
                 "pending": deliveries.get(pid, {}).get("pending", 0),
                 "failed": deliveries.get(pid, {}).get("failed", 0),
                 "files_owed": dirty.get(pid, 0),
+                "tasks_not_exported": unexported.get(pid, 0),
+                "config_error": config_errors.get(pid),
                 "last_event": _iso(last.get(pid)),
                 "lag_s": round((now - pending_since).total_seconds(), 3) if pending_since else 0.0,
             }
@@ -86,12 +94,20 @@ def as_text(report: dict[str, Any]) -> str:
     """The report as a table for a terminal."""
     lines = [
         f"{'project':>8}  {'tasks':>7}  {'annotations':>11}  {'pending':>7}  "
-        f"{'failed':>6}  {'files owed':>10}  {'lag s':>6}  last event"
+        f"{'failed':>6}  {'files owed':>10}  {'not exported':>12}  {'lag s':>6}  last event"
     ]
+    problems = []
     for p in report["projects"]:
         lines.append(
             f"{p['project']:>8}  {p['tasks']:>7}  {p['annotations']:>11}  "
             f"{p['pending']:>7}  {p['failed']:>6}  {p['files_owed']:>10}  "
-            f"{p['lag_s']:>6}  {p['last_event'] or '-'}"
+            f"{p['tasks_not_exported']:>12}  {p['lag_s']:>6}  {p['last_event'] or '-'}"
         )
-    return "\n".join(lines)
+        if p["config_error"]:
+            problems.append(f"project {p['project']}: {p['config_error']}")
+        if p["tasks_not_exported"]:
+            problems.append(
+                f"project {p['project']}: {p['tasks_not_exported']} tasks not exported "
+                "(annosync deliveries list --failed names them)"
+            )
+    return "\n".join(lines + problems)
