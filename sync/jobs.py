@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ from sync.storage import StorageError
 log = logging.getLogger("annosync.jobs")
 
 BATCH = 500
+YIELDING_BATCH = 100  # tasks written per round while other projects wait
 FLAG_TTL_S = 30
 LINGER_S = 0.025
 STALE_S = 10.0  # pending this long: the sweep queues a drain even if one seems queued
@@ -122,9 +124,11 @@ def drain_project(project_key: int) -> dict[str, Any]:
                 # While the flag is set, the receiver queues no further drain of this project.
                 redis.set(_flag(project_key), b"1", ex=FLAG_TTL_S)
                 applied += _apply_pending(rt, project_id, lock)
-                written += write_dirty_tasks(rt, project_id, lock)
+                others = partial(_others_waiting, rt, project_id)
+                done, finished = write_dirty_tasks(rt, project_id, lock, others)
+                written += done
                 redis.delete(_flag(project_key))  # new deliveries queue a drain from here on
-                step = _next_step(rt, project_id)
+                step = _next_step(rt, project_id) if finished else REQUEUE
                 if step != CONTINUE:
                     break
             if project_id is None:
@@ -155,19 +159,24 @@ def _backing_off(redis: Redis, project_key: int):
 def _next_step(rt: Runtime, project_id: int | None) -> str:
     """Go on draining while deliveries keep arriving and nothing else waits in the queue;
     with other jobs waiting, queue this project again behind them."""
-    queue = Queue(rt.settings.queue_name, connection=rt.worker_redis)
-    own = _job_prefix(NO_PROJECT if project_id is None else project_id)
     deadline = time.monotonic() + LINGER_S
     while True:
         pending = _has_pending(rt, project_id)
-        # Other work waiting: other projects' drains, aggregate rebuilds, resyncs (a queued
-        # drain of this same project is not "other": yielding to it would only ping-pong).
-        others = any(not job_id.startswith(own) for job_id in queue.get_job_ids(0, 100))
+        others = _others_waiting(rt, project_id)
         if pending:
             return REQUEUE if others else CONTINUE
         if others or time.monotonic() >= deadline:
             return STOP
         time.sleep(LINGER_S / 5)
+
+
+def _others_waiting(rt: Runtime, project_id: int | None) -> bool:
+    """Whether other work waits in the queue: other projects' drains, aggregate rebuilds,
+    resyncs (a queued drain of this same project is not "other": yielding to it would only
+    ping-pong)."""
+    queue = Queue(rt.settings.queue_name, connection=rt.worker_redis)
+    own = _job_prefix(NO_PROJECT if project_id is None else project_id)
+    return any(not job_id.startswith(own) for job_id in queue.get_job_ids(0, 100))
 
 
 def _has_pending(rt: Runtime, project_id: int | None) -> bool:
@@ -296,19 +305,25 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def write_dirty_tasks(rt: Runtime, project_id: int | None, lock=None) -> int:
+def write_dirty_tasks(
+    rt: Runtime, project_id: int | None, lock=None, others_waiting=None
+) -> tuple[int, bool]:
     """Write (or delete) the storage object of every task that changed, and its per-task
-    export outputs; returns the count.
+    export outputs; returns the count and whether all are written.
+
+    ``others_waiting`` (a callable) is asked between batches: while other projects wait,
+    batches are small and the function returns after one, so a big import never holds the
+    worker for long (the caller queues the rest behind the others).
 
     A storage failure raises StorageError with the tasks still dirty, so a retry (or the
     sweep) writes them later: nothing is lost.
     """
-    written = 0
+    written, finished = 0, True
     with rt.sessions() as session:
         if project_id is not None and exports.needs_full_rebuild(session, project_id):
             exports.rebuild_project(rt, project_id)
             written = -1  # aggregates are owed even if no task file changes
-        while tasks := store.dirty_tasks(session, project_id, BATCH):
+        while tasks := store.dirty_tasks(session, project_id, _batch(others_waiting)):
             live = [t for t in tasks if not t.deleted]
             annotations = store.live_annotations(session, [t.id for t in live])
             docs = [store.task_document(t, annotations[t.id]) for t in live]
@@ -331,9 +346,18 @@ def write_dirty_tasks(rt: Runtime, project_id: int | None, lock=None) -> int:
             written = max(written, 0) + len(tasks)
             if lock is not None:
                 lock.renew()
+            if others_waiting is not None and others_waiting():
+                finished = not store.dirty_tasks(session, project_id, 1)
+                break
     if written and project_id is not None:
         exports.request_aggregates(rt.worker_redis, rt.settings, project_id)
-    return max(written, 0)
+    return max(written, 0), finished
+
+
+def _batch(others_waiting) -> int:
+    # Measured: 500 new tasks take ~1.6 s to write with three formats; 100 keep another
+    # project's wait for its own drain well under a second.
+    return YIELDING_BATCH if others_waiting is not None and others_waiting() else BATCH
 
 
 def sweep(rt: Runtime, min_age_s: float = 1.0) -> int:

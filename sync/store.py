@@ -31,9 +31,15 @@ NOT_IN_EXPORT = frozenset({"is_labeled", "overlap", "precomputed_agreement", "fi
 NESTED = frozenset({"id", "annotations", "completions", "predictions", "drafts"})
 
 
-def preload(session: Session, bodies: list[dict[str, Any]], chunk: int = 500) -> None:
+def preload(
+    session: Session, bodies: list[dict[str, Any]], chunk: int = 500, tasks_too: bool = False
+) -> list:
     """Load the tasks and annotations a batch of deliveries names, in a few SELECTs, so that
-    applying them finds the rows in the session instead of one query each."""
+    applying them finds the rows in the session instead of one query each. Returns the rows:
+    the session holds them weakly, so a caller that does not pin what sessions load (see
+    :func:`sync.db.keep_loaded`) keeps this list while it applies. ``tasks_too``: absent
+    tasks are known absent as well (only for callers that create tasks through
+    :func:`upsert_task` alone: a pull, not deliveries, whose task imports are bulk-inserted)."""
     task_ids, annotation_ids = set(), set()
     for body in bodies:
         for key, ids in (("task", task_ids), ("tasks", task_ids), ("annotation", annotation_ids)):
@@ -44,17 +50,34 @@ def preload(session: Session, bodies: list[dict[str, Any]], chunk: int = 500) ->
     # Annotations are only ever created through _get's callers, so an id absent now stays
     # absent until one of them adds it; tasks are also bulk-inserted, so only found ones count.
     absent = session.info["absent"] = set()  # annotation ids; this batch's only
+    absent_tasks = session.info["absent_tasks"] = set()
+    loaded: list = []
     for model, ids in ((Task, sorted(task_ids)), (Annotation, sorted(annotation_ids))):
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
-            found = {row.id for row in session.scalars(select(model).where(model.id.in_(part)))}
+            rows = list(session.scalars(select(model).where(model.id.in_(part))))
+            loaded += rows
+            missing = set(part) - {row.id for row in rows}
             if model is Annotation:
-                absent.update(set(part) - found)
+                absent.update(missing)
+            elif tasks_too:
+                absent_tasks.update(missing)
+    return loaded
 
 
 def forget_preload(session: Session) -> None:
     """Stop trusting the last :func:`preload` (after a rollback, or once the batch is done)."""
     session.info.pop("absent", None)
+    session.info.pop("absent_tasks", None)
+
+
+def _get_task(session: Session, task_id: int) -> Task | None:
+    """``session.get``, without a SELECT for ids a ``tasks_too`` :func:`preload` found absent."""
+    absent = session.info.get("absent_tasks")
+    if absent and task_id in absent:
+        absent.discard(task_id)
+        return None
+    return session.get(Task, task_id)
 
 
 def _get_annotation(session: Session, ann_id: int) -> Annotation | None:
@@ -110,7 +133,7 @@ def upsert_task(
     updated = normalise_ts(data.get("updated_at"))
     project_id = data["project"] if isinstance(data.get("project"), int) else project_id
     body = orjson.dumps({k: v for k, v in data.items() if k not in ("annotations", "completions")})
-    task = session.get(Task, task_id)
+    task = _get_task(session, task_id)
     if task is None:
         task = Task(
             id=task_id,
