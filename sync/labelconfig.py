@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -58,6 +59,9 @@ CONTROL_TAGS = REGION_TAGS | {
     "Ranker",
 }
 MAX_CONFIG_BYTES = 1_000_000
+#: A ``category`` annosync reads as a class id: ASCII digits (``str.isdigit`` also accepts
+#: "²", which ``int`` refuses); anything else is ignored, as Label Studio's converter does.
+CATEGORY = re.compile(r"-?[0-9]{1,18}")
 
 
 class LabelConfigError(ValueError):
@@ -103,7 +107,7 @@ def _control(element: ET.Element) -> dict[str, Any]:
             continue
         labels[value] = None
         category = child.get("category")
-        if category is not None and category.strip().lstrip("-").isdigit():
+        if category is not None and CATEGORY.fullmatch(category.strip()):
             categories[value] = int(category)
     return {
         "name": element.get("name"),

@@ -63,6 +63,13 @@ def test_configs_over_the_limits_are_refused(receiver, labels, rule):
     assert (detail["path"], detail["rule"]) == ("project.label_config", rule)
 
 
+def test_a_category_python_cannot_read_as_a_number_is_ignored(receiver):
+    # "²".isdigit() is True, int("²") raises: this config answered 500 once.
+    config = _config(["Car", "Bus"], {"Car": "²", "Bus": "1"})
+    assert receiver.post(_with_config("15-PROJECT_UPDATED", config)).status_code == 202
+    assert config_classes(parse_label_config(config)) == ["Car", "Bus"]
+
+
 def test_a_config_that_is_not_xml_is_refused(receiver):
     detail = _detail(receiver.post(_with_config("15-PROJECT_UPDATED", "<View><Image")))
     assert (detail["path"], detail["rule"]) == ("project.label_config", "labelConfig")
