@@ -85,7 +85,7 @@ def apply_snapshot(
     seen_tasks: set[int] = set()
     seen_annotations: set[int] = set()
     for chunk in _chunks(tasks, result, commit_every or SNAPSHOT_CHUNK):
-        _apply_chunk(session, chunk, project_id, seq)
+        _apply_chunk(session, chunk, project_id, seq, started_at)
         seen_tasks.update(task["id"] for task in chunk)
         seen_annotations.update(a["id"] for task in chunk for a in task.get("annotations") or [])
         result.tasks_seen += len(chunk)
@@ -135,7 +135,7 @@ def _chunks(tasks: Iterable[dict[str, Any]], result: SnapshotResult, size: int):
         yield chunk
 
 
-def _apply_chunk(session: Session, chunk: list[dict[str, Any]], project_id: int, seq) -> None:
+def _apply_chunk(session: Session, chunk: list[dict], project_id: int, seq, started_at) -> None:
     """Upsert a chunk of tasks with a few SELECTs and one flush (measured: 1.9 ms a task
     with a SELECT and a flush each, which held a single worker ~1 s per 500 tasks)."""
     annotations = [a for task in chunk for a in task.get("annotations") or []]
@@ -143,7 +143,7 @@ def _apply_chunk(session: Session, chunk: list[dict[str, Any]], project_id: int,
     try:
         with session.no_autoflush:
             for task in chunk:
-                store.upsert_task(session, task, project_id, seq)
+                store.upsert_task(session, task, project_id, seq, started_at)
         session.flush()
     finally:
         store.forget_preload(session)

@@ -108,8 +108,17 @@ def _wins(ts: str | None, body: bytes, stored_ts: str | None, stored_body: bytes
     return body > stored_body
 
 
-def _tombstone_holds(created_at: str | None, tomb_created: str | None, tomb_deleted: str | None):
-    """Whether a tombstone still covers an object created at ``created_at``."""
+def _tombstone_holds(
+    created_at: str | None,
+    tomb_created: str | None,
+    tomb_deleted: str | None,
+    pulled_at: str | None = None,
+) -> bool:
+    """Whether a tombstone still covers an object created at ``created_at``. A snapshot
+    pulled from Label Studio after the delete (``pulled_at``) shows the object exists now:
+    Label Studio reused the id in a way delete payloads (ids only) could not tell."""
+    if pulled_at is not None and tomb_deleted is not None and tomb_deleted < pulled_at:
+        return False
     if created_at is None:
         return True
     reference = tomb_created or tomb_deleted
@@ -123,11 +132,15 @@ def touch(task: Task) -> None:
 
 
 def upsert_task(
-    session: Session, data: dict[str, Any], project_id: int | None, seq: int | None = None
+    session: Session,
+    data: dict[str, Any],
+    project_id: int | None,
+    seq: int | None = None,
+    pulled_at: str | None = None,
 ) -> Task | None:
-    """Store a task's own fields (``seq``: the delivery's id); returns the live task, or None
-    when the payload is of a deleted incarnation (a tombstone holds, or the stored task is a
-    newer incarnation of the id)."""
+    """Store a task's own fields (``seq``: the delivery's id; ``pulled_at``: for a task of a
+    snapshot, when the pull began); returns the live task, or None when the payload is of a
+    deleted incarnation (a tombstone holds, or the stored task is a newer incarnation)."""
     task_id = data["id"]
     created = normalise_ts(data.get("created_at"))
     updated = normalise_ts(data.get("updated_at"))
@@ -149,7 +162,7 @@ def upsert_task(
         )
         session.add(task)
     elif task.deleted:
-        if _tombstone_holds(created, task.created_at, task.deleted_at):
+        if _tombstone_holds(created, task.created_at, task.deleted_at, pulled_at):
             return None
         _revive_task(task, body, project_id, created, updated, seq)
     elif _older(created, task.created_at):
@@ -166,7 +179,7 @@ def upsert_task(
         task.updated_at = updated or task.updated_at
         task.created_at = task.created_at or created
     for annotation in data.get("annotations") or data.get("completions") or []:
-        upsert_annotation(session, annotation, task, seq)
+        upsert_annotation(session, annotation, task, seq, pulled_at)
     return task
 
 
@@ -208,7 +221,11 @@ def _retire_annotations(session: Session, task_id: int) -> None:
 
 
 def upsert_annotation(
-    session: Session, data: dict[str, Any], task: Task, seq: int | None = None
+    session: Session,
+    data: dict[str, Any],
+    task: Task,
+    seq: int | None = None,
+    pulled_at: str | None = None,
 ) -> bool:
     """Store an annotation version if it is newer; True when the stored state changed."""
     ann_id = data["id"]
@@ -230,7 +247,7 @@ def upsert_annotation(
             )
         )
     elif row.deleted:
-        if _tombstone_holds(created, row.created_at, row.deleted_at):
+        if _tombstone_holds(created, row.created_at, row.deleted_at, pulled_at):
             return False
         old_task = row.task_id
         row.task_id, row.project_id, row.body = task.id, task.project_id, body

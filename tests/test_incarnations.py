@@ -7,11 +7,13 @@ import shutil
 import time
 
 from conftest import SECRET, Receiver, bucket, delivery, make_settings, run_worker, task_file
+from lsfake import FakeLabelStudio
 from redis import Redis
 from sqlalchemy import select
 
 from sync import cli, jobs
 from sync.models import Delivery
+from sync.resync import resync_project
 from sync.runtime import Runtime
 
 T0, T1, T4 = "2026-03-01T10:00:00Z", "2026-03-01T10:01:00Z", "2026-03-01T10:04:00Z"
@@ -172,3 +174,38 @@ def test_a_failing_drain_backs_off_instead_of_looping_and_recovers(receiver, run
         run_worker(runtime)
         time.sleep(0.1)
     assert task_file(runtime, 1601) is not None
+
+
+def test_a_pull_repairs_what_delete_payloads_cannot_decide(tmp_path, sqlite_url, redis_url):
+    # Annotation 11001 on task 1101 is deleted, then the id is reused on task 1102; delivered
+    # create, re-create, delete. A delete payload carries ids only, so task 1102 loses the
+    # annotation; the scheduled pull from Label Studio gives it back.
+    t1, t2 = _task(1101, T0), _task(1102, T0)
+    fake = FakeLabelStudio(
+        "ls-token",
+        {1: delivery("15-PROJECT_UPDATED")["project"]},
+        {1: [t1, {**t2, "annotations": [_annotation(11001, t2, T4)["annotation"]]}]},
+    )
+    rt = Runtime(
+        make_settings(
+            tmp_path,
+            sqlite_url,
+            redis_url,
+            label_studio_url=fake.url,
+            label_studio_api_key="ls-token",
+        )
+    )
+    r = Receiver(rt)
+    try:
+        _post(r, _created(t1, t2), _annotation(11001, t1, T1), _annotation(11001, t2, T4))
+        _post(r, {**delivery("11-ANNOTATIONS_DELETED"), "annotations": [{"id": 11001}]})
+        run_worker(rt)
+        assert task_file(rt, 1102)["annotations"] == []  # undecidable from the payloads
+        summary = resync_project(rt, 1, from_labelstudio=True)
+        run_worker(rt)
+    finally:
+        r.close()
+        fake.close()
+    assert summary.pulled.tasks_seen == 2
+    assert [a["id"] for a in task_file(rt, 1102)["annotations"]] == [11001]
+    assert task_file(rt, 1101)["annotations"] == []
