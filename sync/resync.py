@@ -143,7 +143,9 @@ def _reconcile_storage(
         summary.written += len(owed)
         if not summary.dry_run:
             rt.storage.put_many(owed)
-            store.mark_written(session, [(t.id, t.version) for t in tasks])
+            # A dirty task stays owed: the drain writes it again with its export outputs,
+            # which marking it written here would leave stale for good.
+            store.mark_written(session, [(t.id, t.version) for t in tasks if not t.dirty])
             session.commit()  # a batch at a time: SQLite's other writers wait for one batch
         done, last_id = done + len(tasks), tasks[-1].id
         lock.renew()

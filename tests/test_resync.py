@@ -137,6 +137,14 @@ def test_resync_from_label_studio_applies_missed_changes(
     assert objects["tasks/3.json"]["data"]["external_id"] == "edited-in-label-studio"
     assert [a["id"] for a in objects["tasks/1.json"]["annotations"]] == [2]
     assert objects["tasks/1.json"] == export[0]
+    # What the pull changed is owed to the exports too (once marked written by the resync,
+    # it never reached them): the next drain renders it.
+    jobs.sweep(rt, min_age_s=0)
+    run_worker(rt)
+    manifest = [
+        orjson.loads(line) for line in rt.storage.get("exports/1/manifest.jsonl").splitlines()
+    ]
+    assert sorted(entry["task_id"] for entry in manifest) == [1, 3, 99]
 
 
 def test_scheduled_resync_repairs_drift(tmp_path, sqlite_url, redis_url):
