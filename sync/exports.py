@@ -119,7 +119,15 @@ class TaskOutputs:
             )
             if rows:
                 session.execute(ExportFragment.__table__.insert(), rows)
-        self.project.export_changes += self.changed
+        # In SQL, not read-modify-write: the aggregate job consumes changes concurrently
+        # (see write_aggregates), and a lost count would leave the aggregates stale for good.
+        session.flush()  # a project first seen now must exist for the UPDATE
+        session.execute(
+            update(Project)
+            .where(Project.id == self.project.id)
+            .values(export_changes=Project.export_changes + self.changed)
+            .execution_options(synchronize_session=False)
+        )
         self.project.classes = self.classes  # labels first seen just now
 
     def delete_stale(self, storage) -> None:
@@ -313,6 +321,9 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
     with rt.sessions() as session, session.no_autoflush:
         if needs_full_rebuild(session, project_id):  # mid-rebuild: it asks again when done
             return _project(session, project_id).export_generation
+        # The changes this rebuild covers: counted before any fragment is read, so changes
+        # recorded meanwhile stay counted and ask for the next rebuild.
+        consumed = _project(session, project_id).export_changes
         ctx = context_for(session, project_id, rt.settings)
         digest = hashlib.sha256()
         formats = fitting_formats(rt.settings.export_formats, ctx)
@@ -332,12 +343,18 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
             for path in sorted(files):
                 digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
         project = _project(session, project_id)
-        if project.export_digest != digest.hexdigest() or project.export_changes:
+        if project.export_digest != digest.hexdigest() or consumed:
             project.export_generation += 1
-        project.export_digest, project.export_changes = digest.hexdigest(), 0
+        project.export_digest = digest.hexdigest()
         rt.storage.put(
             export_root(project_id, "") + "_state.json",
             _state(session, project, formats),
+        )
+        session.execute(
+            update(Project)
+            .where(Project.id == project_id)
+            .values(export_changes=Project.export_changes - consumed)
+            .execution_options(synchronize_session=False)
         )
         session.commit()
         return project.export_generation

@@ -155,7 +155,7 @@ def _reconcile_storage(
         summary.deleted += 1
         if not summary.dry_run:
             rt.storage.delete(key)
-    _clear_tombstone_writes(session, summary.project)
+    # Dirty tombstones stay owed too: the drain removes their export outputs as well.
 
 
 def _live_tasks_after(session: Session, project_id: int, last_id: int) -> list[Task]:
@@ -178,12 +178,3 @@ def _orphans(session: Session, remaining: dict[str, str | None]) -> list[str]:
         query = select(Task.id).where(Task.id.in_(chunk), Task.deleted.is_(False))
         owned.update(session.scalars(query))
     return [key for key in remaining if ids.get(key) not in owned]
-
-
-def _clear_tombstone_writes(session: Session, project_id: int) -> None:
-    dirty = session.execute(
-        select(Task.id, Task.version).where(
-            Task.project_id == project_id, Task.deleted.is_(True), Task.dirty.is_(True)
-        )
-    ).all()
-    store.mark_written(session, [(row.id, row.version) for row in dirty])

@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 from rq import Queue
 from sqlalchemy import func, select
 
-from sync import backoff, db, inbox, jobs
+from sync import backoff, db, events, inbox, jobs
 from sync import resync as resync_module
 from sync.launcher import free_port
 from sync.models import Delivery, Task
@@ -373,3 +373,24 @@ def test_a_dry_run_pull_on_sqlite_leaves_the_database_to_the_receivers(
     assert dry.written >= 1 and (dry.written, dry.deleted) == (real.written, real.deleted)
     assert dry.pulled == real.pulled
     assert orjson.loads(_objects(rt)["tasks/3.json"])["data"] == export[1]["data"]
+
+
+def test_a_resync_between_drain_rounds_leaves_owed_tasks_to_the_drain(
+    tmp_path, sqlite_url, redis_url
+):
+    # A drain that yields to other projects leaves applied-but-unwritten tasks (and deleted
+    # ones) owed; a resync in that gap once marked them written, so their export outputs
+    # (fragments, label files) stayed stale for good.
+    rt = _runtime(tmp_path, sqlite_url, redis_url, "local", None)
+    _feed(rt, [b for n, b in captured_sequence() if n < "10"])
+    with rt.sessions() as session:
+        events.apply(session, delivery("13-TASKS_DELETED"), 1, seq=10**6)  # applied, not written
+        session.commit()
+    resync_project(rt, 1)
+    jobs.sweep(rt, min_age_s=0)
+    run_worker(rt)
+    manifest = rt.storage.get("exports/1/manifest.jsonl").splitlines()
+    deleted = {t["id"] for t in delivery("13-TASKS_DELETED")["tasks"]}
+    assert deleted and not deleted & {orjson.loads(line)["task_id"] for line in manifest}
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count()).where(Task.dirty.is_(True))) == 0
