@@ -20,7 +20,7 @@ from sync import store
 from sync.labelconfig import LabelConfigError, parse_label_config
 from sync.limits import Limits, parsed_config_issues
 from sync.models import Project, Task
-from sync.payloads import normalise_ts
+from sync.payloads import normalise_ts, storable
 
 
 class ApplyError(Exception):
@@ -116,9 +116,9 @@ def _config_problem(config: str, limits: Limits) -> dict[str, Any] | str:
     try:
         parsed = parse_label_config(config)
     except LabelConfigError as exc:
-        return f"label config refused: {exc}"
+        return storable(f"label config refused: {exc}")
     if issues := parsed_config_issues(parsed, limits, "label_config"):
-        return f"label config refused: {issues[0].message}"
+        return storable(f"label config refused: {issues[0].message}")
     return parsed
 
 
@@ -126,7 +126,7 @@ def _title(data: dict[str, Any], stored: str | None) -> str | None:
     """The project's title as stored: NUL replaced (PostgreSQL text cannot hold it, and the
     title arrives with every delivery of the project, so it would fail them all)."""
     title = data.get("title", stored)
-    return title.replace("\x00", "\ufffd") if isinstance(title, str) else title
+    return storable(title, 10_000) if isinstance(title, str) else title
 
 
 def _holds(project: Project, data: dict[str, Any], updated: str | None) -> bool:

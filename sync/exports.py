@@ -27,6 +27,7 @@ from sync.exporters.regions import context_from_config
 from sync.limits import Limits, task_problem
 from sync.locks import ProjectLock
 from sync.models import Annotation, ExportFragment, Project, Task
+from sync.payloads import storable
 from sync.runtime import Runtime
 
 log = logging.getLogger("annosync.exports")
@@ -174,7 +175,7 @@ def _render_each(names, ctx: ExportContext, tasks, limits: Limits, outputs: Task
         except Exception as exc:  # the content of one task must never stop its project
             problem = f"{name}: {type(exc).__name__}: {exc}"
         if problem:
-            outputs.failed[doc["id"]] = problem[:500]
+            outputs.failed[doc["id"]] = storable(problem, 500)
             log.warning("project %s: task %s not exported: %s", ctx.project_id, doc["id"], problem)
             continue
         outputs.exported.append(doc["id"])

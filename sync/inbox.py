@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from sync.models import Delivery
+from sync.payloads import storable
 
 # On the table, not the mapped class: an ORM-enabled insert costs as much again in bulk-insert
 # bookkeeping, on the receiver's hot path.
@@ -252,7 +253,7 @@ def mark_attempt_failed(session: Session, delivery_id: int, error: str, max_atte
     """Count a failed attempt; the delivery fails for good after ``max_attempts``."""
     row = session.get(Delivery, delivery_id)
     row.attempts += 1
-    row.last_error = error[:2000]
+    row.last_error = storable(error)
     row.status = FAILED if row.attempts >= max_attempts else PENDING
     return row.status
 

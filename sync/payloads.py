@@ -78,6 +78,12 @@ def _normalised(value: str) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def storable(text: str, limit: int = 2000) -> str:
+    """``text`` as a stored reason or title: NUL replaced (PostgreSQL's text refuses it, and
+    the text may echo a payload) and at most ``limit`` characters."""
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
 def now_ts() -> str:
     """The current time in the normalised form."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -308,3 +308,22 @@ def test_a_region_label_beyond_the_class_limit_leaves_only_its_task_out(
         reasons = {t: why for t, _p, why in store.failed_tasks(session, 1)}
     assert list(reasons) == [2] and "would be class 3; at most 2" in reasons[2]
     jobs.set_runtime(None)
+
+
+def test_a_reason_echoing_a_nul_from_the_payload_is_stored(tmp_path, database_url, redis_url):
+    # The reason names the result key, and a key may hold NUL, which PostgreSQL text refuses:
+    # recording it failed the whole write of the batch, drain after drain.
+    rt = Runtime(make_settings(tmp_path, database_url, redis_url))
+    body = delivery("03-ANNOTATION_CREATED")
+    body["annotation"]["result"][0]["value"]["odd\x00labels"] = ["z" * 200]
+    r = Receiver(rt)
+    try:
+        assert r.post(body).status_code == 202
+    finally:
+        r.close()
+    strict = Runtime(make_settings(tmp_path, database_url, redis_url, max_label_chars=100))
+    run_worker(strict)
+    with strict.sessions() as session:
+        [(task, _project, why)] = store.failed_tasks(session, 1)
+    assert task == 1 and "odd\ufffdlabels" in why and "200 characters" in why
+    assert task_file(strict, 1)["annotations"][0]["id"] == 1
