@@ -18,7 +18,19 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from config.settings import Settings, SettingsError, load_settings, settings_markdown
-from sync import convert, db, exports, inbox, intake, jobs, launcher, status, store
+from sync import (
+    convert,
+    db,
+    exports,
+    inbox,
+    intake,
+    jobs,
+    launcher,
+    status,
+    store,
+    sweeper,
+    task_outputs,
+)
 from sync.exporters import exporter_names
 from sync.exporters.capabilities import list_formats
 from sync.labelstudio import LabelStudioError
@@ -109,7 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _start_when_database_answers(rt)
     if not args.burst:
-        threading.Thread(target=jobs.sweep_forever, args=(rt, stop), daemon=True).start()
+        threading.Thread(target=sweeper.sweep_forever, args=(rt, stop), daemon=True).start()
     queues = args.queues.split(",") if args.queues else [settings.queue_name]
     # SimpleWorker runs jobs in-process: no fork per job (drains are short and many).
     try:
@@ -127,7 +139,7 @@ def _start_when_database_answers(rt: Runtime) -> None:
     while True:
         try:
             _require_current_schema(rt.settings)
-            jobs.sweep(rt, min_age_s=0)
+            sweeper.sweep(rt, min_age_s=0)
             return
         except OperationalError as exc:
             logging.getLogger("annosync.worker").warning(
@@ -305,7 +317,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         settings = replace(settings, export_formats=(args.format.upper(),))
     rt = Runtime(settings)
     with ProjectLock(rt.worker_redis, args.project, wait_s=60, ttl_s=900):
-        tasks = exports.rebuild_project(rt, args.project)
+        tasks = task_outputs.rebuild_project(rt, args.project)
         generation = exports.write_aggregates(rt, args.project)
     print(
         f"project {args.project}: {tasks} tasks rendered to "

@@ -17,21 +17,19 @@ from typing import Any
 
 import orjson
 from redis import Redis
-from redis.exceptions import RedisError
 from rq import Queue, Retry
 from sqlalchemy import Row
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from config.settings import load_settings
-from sync import backoff, db, events, exports, inbox, store
+from sync import backoff, db, events, exports, inbox, store, task_outputs
 from sync.labelstudio import LabelStudioError
 from sync.limits import Limits
 from sync.locks import ProjectLock
 from sync.payloads import is_payloadless
 from sync.reconcile import pull_project
 from sync.runtime import Runtime
-from sync.storage import StorageError
 
 log = logging.getLogger("annosync.jobs")
 
@@ -321,7 +319,7 @@ def write_dirty_tasks(
     written, finished = 0, True
     with rt.sessions() as session:
         if project_id is not None and exports.needs_full_rebuild(session, project_id):
-            exports.rebuild_project(rt, project_id)
+            task_outputs.rebuild_project(rt, project_id)
             written = -1  # aggregates are owed even if no task file changes
         while tasks := store.dirty_tasks(session, project_id, _batch(others_waiting)):
             live = [t for t in tasks if not t.deleted]
@@ -331,9 +329,9 @@ def write_dirty_tasks(
             gone = [t.id for t in tasks if t.deleted]
             outputs = None
             if project_id is not None:
-                outputs = exports.render_tasks(rt, session, project_id, rendered, gone)
+                outputs = task_outputs.render_tasks(rt, session, project_id, rendered, gone)
             # Storage first (task files and export files made durable together), then the
-            # database: its write lock is held only for the statements (exports.TaskOutputs).
+            # database: its write lock is held only for the statements (task_outputs.TaskOutputs).
             files = [(store.task_key(d["id"]), raw) for d, raw in rendered]
             rt.storage.put_many(files + (outputs.writes if outputs else []))
             for task_id in gone:
@@ -358,80 +356,3 @@ def _batch(others_waiting) -> int:
     # Measured: 500 new tasks take ~1.6 s to write with three formats; 100 keep another
     # project's wait for its own drain well under a second.
     return YIELDING_BATCH if others_waiting is not None and others_waiting() else BATCH
-
-
-def sweep(rt: Runtime, min_age_s: float = 1.0) -> int:
-    """Queue drains for projects with deliveries or task files still owed; returns how many.
-
-    This is what makes a Redis outage or a killed worker harmless: the inbox and the dirty
-    flags say what is owed, and the sweep asks for it again.
-    """
-    with rt.sessions() as session:
-        projects = set(inbox.projects_with_pending(session, older_than_s=min_age_s))
-        projects |= store.dirty_projects(session)
-        stale = set(inbox.projects_with_pending(session, older_than_s=STALE_S))
-        owing = exports.projects_owing_aggregates(session)
-    queued = 0
-    for project_id in projects:
-        try:
-            queued += request_drain(
-                rt.worker_redis, rt.settings.queue_name, project_id, force=project_id in stale
-            )
-        except RedisError as exc:
-            log.warning("sweep: cannot queue project %s: %s", project_id, exc)
-            return queued
-    for project_id in owing:  # aggregate rebuilds lost with a queue or a killed worker
-        try:
-            exports.request_aggregates(rt.worker_redis, rt.settings, project_id)
-        except RedisError as exc:
-            log.warning("sweep: cannot queue exports of project %s: %s", project_id, exc)
-            break
-    return queued
-
-
-def resync_job(project_id: int) -> str:
-    """Scheduled reconciliation of one project (from Label Studio too, when configured)."""
-    from sync.resync import resync_project
-
-    rt = current_runtime()
-    summary = resync_project(rt, project_id, from_labelstudio=rt.labelstudio is not None)
-    log.info("scheduled resync: %s", summary.line())
-    return summary.line()
-
-
-def schedule_resyncs(rt: Runtime) -> int:
-    """Queue a resync of every project whose last one is older than the interval."""
-    interval = rt.settings.resync_interval_s
-    if not interval:
-        return 0
-    with rt.sessions() as session:
-        projects = store.known_projects(session)
-    queue = Queue(rt.settings.queue_name, connection=rt.worker_redis)
-    queued = 0
-    for project_id in projects:
-        if rt.worker_redis.set(
-            f"annosync:resync-due:{project_id}", b"1", nx=True, ex=max(1, int(interval))
-        ):
-            queue.enqueue(
-                resync_job,
-                project_id,
-                job_timeout=3600,
-                result_ttl=3600,
-                retry=Retry(max=3, interval=[30, 120, 600]),
-            )
-            queued += 1
-    return queued
-
-
-def sweep_forever(rt: Runtime, stop) -> None:
-    """Run :func:`sweep` every ``ANNOSYNC_SWEEP_INTERVAL_S`` until ``stop`` is set, and
-    queue the periodic resyncs that are due."""
-    while not stop.wait(rt.settings.sweep_interval_s):
-        try:
-            sweep(rt)
-            schedule_resyncs(rt)
-        except (OperationalError, StorageError, RedisError) as exc:
-            log.warning("sweep failed, will retry: %s", exc)
-        except Exception:
-            log.exception("sweep failed")
-            time.sleep(1)

@@ -22,7 +22,7 @@ from conftest import (
 from lsfake import FakeLabelStudio
 from sqlalchemy import select
 
-from sync import inbox, jobs
+from sync import inbox, sweeper
 from sync.models import Delivery, Project
 from sync.runtime import Runtime
 
@@ -212,7 +212,7 @@ def test_a_poison_delivery_fails_alone(receiver, runtime):
     receiver.post(delivery("03-ANNOTATION_CREATED"))
     for _ in range(runtime.settings.max_attempts):
         run_worker(runtime)
-        jobs.sweep(runtime, min_age_s=0)
+        sweeper.sweep(runtime, min_age_s=0)
     run_worker(runtime)
     with runtime.sessions() as session:
         rows = session.execute(select(Delivery.action, Delivery.status, Delivery.last_error))
@@ -366,7 +366,7 @@ def test_a_failed_pull_is_kept_and_replayable(tmp_path, sqlite_url, redis_url):
         r.post(delivery("04-ANNOTATION_CREATED"), path="/webhooks/label-studio/1")
         for _ in range(wrong.max_attempts):
             run_worker(rt)
-            jobs.sweep(rt, min_age_s=0)
+            sweeper.sweep(rt, min_age_s=0)
         with rt.sessions() as session:
             row = session.scalar(select(Delivery))
         assert (row.status, row.attempts) == ("failed", wrong.max_attempts)
@@ -385,7 +385,7 @@ def test_a_failed_pull_is_kept_and_replayable(tmp_path, sqlite_url, redis_url):
         with fixed.sessions() as session:
             assert inbox.requeue(session, [row.id]) == 1
             session.commit()
-        jobs.sweep(fixed, min_age_s=0)
+        sweeper.sweep(fixed, min_age_s=0)
         run_worker(fixed)
         assert _statuses(fixed) == {row.id: "applied"}
         assert task_file(fixed, 1) == _export(1)[0]

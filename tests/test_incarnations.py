@@ -11,7 +11,7 @@ from lsfake import FakeLabelStudio
 from redis import Redis
 from sqlalchemy import select
 
-from sync import cli, jobs
+from sync import cli, jobs, sweeper
 from sync.models import Delivery
 from sync.resync import resync_project
 from sync.runtime import Runtime
@@ -162,7 +162,7 @@ def test_a_failing_drain_backs_off_instead_of_looping_and_recovers(receiver, run
     _post(receiver, _created(_task(1601, T0)))
     deadline = time.monotonic() + 3.5
     while time.monotonic() < deadline:  # a sweep every 0.1 s, as a busy worker would
-        jobs.sweep(runtime, min_age_s=0)
+        sweeper.sweep(runtime, min_age_s=0)
         run_worker(runtime)
         time.sleep(0.1)
     attempts = int(redis.get(jobs.STATS_JOBS)) - before
@@ -170,7 +170,7 @@ def test_a_failing_drain_backs_off_instead_of_looping_and_recovers(receiver, run
     target.unlink()
     deadline = time.monotonic() + 10
     while task_file(runtime, 1601) is None and time.monotonic() < deadline:
-        jobs.sweep(runtime, min_age_s=0)
+        sweeper.sweep(runtime, min_age_s=0)
         run_worker(runtime)
         time.sleep(0.1)
     assert task_file(runtime, 1601) is not None

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from sync import db, exports, intake, jobs
+from sync import db, exports, intake, jobs, task_outputs
 from sync.convert import context, convert
 from sync.exporters import get_exporter
 from sync.models import Project
@@ -307,7 +307,7 @@ def test_storage_is_written_while_no_database_write_is_open(tmp_path, sqlite_url
     _setup(rt)
     _send(rt, _annotation(1, 1, [("box", "Truck", 30, 30)], 3, PROJECT_V1))
     run_worker(rt)
-    exports.rebuild_project(rt, 1, batch=1)  # a chunk per task
+    task_outputs.rebuild_project(rt, 1, batch=1)  # a chunk per task
     assert len(seen) >= 5 and all(seen)
     assert (bucket(rt) / "exports/1/yolo/labels/1__photo.txt").exists()
 

@@ -11,7 +11,7 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy import func, select
 
-from sync import jobs
+from sync import jobs, sweeper
 from sync.models import Delivery
 from sync.runtime import Runtime
 
@@ -212,7 +212,7 @@ def test_redis_down_at_receive_time_still_202_and_applied_after(tmp_path, databa
     assert _statuses(down) == ["pending"]
 
     up = Runtime(make_settings(tmp_path, database_url, redis_url))
-    assert jobs.sweep(up, min_age_s=0) == 1  # the inbox, not Redis, knew what was owed
+    assert sweeper.sweep(up, min_age_s=0) == 1  # the inbox, not Redis, knew what was owed
     run_worker(up)
     assert _statuses(up) == ["applied"]
     assert task_file(up, 1)["annotations"][0]["id"] == 1

@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 from rq import Queue
 from sqlalchemy import func, select
 
-from sync import backoff, db, events, inbox, jobs
+from sync import backoff, db, events, inbox, jobs, sweeper
 from sync import resync as resync_module
 from sync.launcher import free_port
 from sync.models import Delivery, Task
@@ -139,7 +139,7 @@ def test_resync_from_label_studio_applies_missed_changes(
     assert objects["tasks/1.json"] == export[0]
     # What the pull changed is owed to the exports too (once marked written by the resync,
     # it never reached them): the next drain renders it.
-    jobs.sweep(rt, min_age_s=0)
+    sweeper.sweep(rt, min_age_s=0)
     run_worker(rt)
     manifest = [
         orjson.loads(line) for line in rt.storage.get("exports/1/manifest.jsonl").splitlines()
@@ -151,8 +151,8 @@ def test_scheduled_resync_repairs_drift(tmp_path, sqlite_url, redis_url):
     rt = _runtime(tmp_path, sqlite_url, redis_url, "local", None, resync_interval_s=3600)
     _project_one(rt)
     rt.storage.delete("tasks/3.json")
-    assert jobs.schedule_resyncs(rt) == 1
-    assert jobs.schedule_resyncs(rt) == 0  # not due again within the interval
+    assert sweeper.schedule_resyncs(rt) == 1
+    assert sweeper.schedule_resyncs(rt) == 0  # not due again within the interval
     run_worker(rt)
     assert "tasks/3.json" in _objects(rt)
 
@@ -184,9 +184,9 @@ def test_s3_outage_mid_stream_loses_nothing(tmp_path, sqlite_url, redis_url):
         assert [j.func_name for j in scheduled] == ["sync.jobs.drain_project"]
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
-        assert jobs.sweep(rt, min_age_s=0) == 0  # the failed drain waits out its backoff (1 s)
+        assert sweeper.sweep(rt, min_age_s=0) == 0  # the failed drain waits out its backoff (1 s)
         time.sleep(backoff.BASE_S + 0.1)
-        assert jobs.sweep(rt, min_age_s=0) == 1  # files owed are known from the store
+        assert sweeper.sweep(rt, min_age_s=0) == 1  # files owed are known from the store
         run_worker(rt)
         doc = orjson.loads(rt.storage.get("tasks/1.json"))
         assert [a["id"] for a in doc["annotations"]] == [1, 2]
@@ -387,7 +387,7 @@ def test_a_resync_between_drain_rounds_leaves_owed_tasks_to_the_drain(
         events.apply(session, delivery("13-TASKS_DELETED"), 1, seq=10**6)  # applied, not written
         session.commit()
     resync_project(rt, 1)
-    jobs.sweep(rt, min_age_s=0)
+    sweeper.sweep(rt, min_age_s=0)
     run_worker(rt)
     manifest = rt.storage.get("exports/1/manifest.jsonl").splitlines()
     deleted = {t["id"] for t in delivery("13-TASKS_DELETED")["tasks"]}
