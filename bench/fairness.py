@@ -113,6 +113,10 @@ def _measure(rt: Runtime, tmp: Path, updates: int, latencies: list, done) -> Non
         _record(rt, CREATED, 1)
         while _lead_time(rt) is None and not (tmp / "bucket/tasks/1.json").exists():
             time.sleep(0.01)
+        # A's label config is known before its import (a config change would add a full
+        # rebuild of A's exports, one unit of work that does not yield).
+        _record(rt, {"action": "PROJECT_UPDATED", "project": {**PROJECT, "id": 2}}, 2)
+        time.sleep(0.5)
         _record(rt, {"action": "TASKS_CREATED"}, 2)  # payload-less: A is pulled
         time.sleep(0.05)
         for seq in range(1, updates + 1):
