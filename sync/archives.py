@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from config.settings import Settings
-from sync import exports, store
+from sync import documents, exports
 from sync.convert import render_into
 from sync.exporters import get_exporter
 from sync.limits import Limits
@@ -107,9 +107,9 @@ def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
         tempfile.TemporaryDirectory() as staging,
     ):
         ctx = exports.context_for(session, project_id, rt.settings)
-        documents = store.project_documents(session, project_id)
+        tasks = documents.project_documents(session, project_id)
         limits = Limits.from_settings(rt.settings)
-        summary = render_into(documents, exporter, Path(staging), ctx, limits=limits)
+        summary = render_into(tasks, exporter, Path(staging), ctx, limits=limits)
         session.rollback()  # keep the stored class list
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(Path(staging).rglob("*")):

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from config.validation import task_shape_problem
+from sync.documents import encode_task
 from sync.exporters import ExportContext, get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.regions import DEFAULT_SPLIT, context_from_config
@@ -26,7 +27,6 @@ from sync.jsonstream import JSONStreamError, iter_array
 from sync.labelconfig import LabelConfigError, parse_label_config
 from sync.limits import Limits, task_problem
 from sync.storage import check_key
-from sync.store import encode_task
 
 
 class ConvertError(ValueError):

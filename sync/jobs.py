@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from config.settings import load_settings
-from sync import backoff, db, events, exports, inbox, store, task_outputs
+from sync import backoff, db, documents, events, exports, inbox, store, task_outputs
 from sync.labelstudio import LabelStudioError
 from sync.limits import Limits
 from sync.locks import ProjectLock
@@ -323,19 +323,19 @@ def write_dirty_tasks(
             written = -1  # aggregates are owed even if no task file changes
         while tasks := store.dirty_tasks(session, project_id, _batch(others_waiting)):
             live = [t for t in tasks if not t.deleted]
-            annotations = store.live_annotations(session, [t.id for t in live])
-            docs = [store.task_document(t, annotations[t.id]) for t in live]
-            rendered = [(doc, store.encode_task(doc)) for doc in docs]
+            annotations = documents.live_annotations(session, [t.id for t in live])
+            docs = [documents.task_document(t, annotations[t.id]) for t in live]
+            rendered = [(doc, documents.encode_task(doc)) for doc in docs]
             gone = [t.id for t in tasks if t.deleted]
             outputs = None
             if project_id is not None:
                 outputs = task_outputs.render_tasks(rt, session, project_id, rendered, gone)
             # Storage first (task files and export files made durable together), then the
             # database: its write lock is held only for the statements (task_outputs.TaskOutputs).
-            files = [(store.task_key(d["id"]), raw) for d, raw in rendered]
+            files = [(documents.task_key(d["id"]), raw) for d, raw in rendered]
             rt.storage.put_many(files + (outputs.writes if outputs else []))
             for task_id in gone:
-                rt.storage.delete(store.task_key(task_id))
+                rt.storage.delete(documents.task_key(task_id))
             if outputs is not None:
                 outputs.delete_stale(rt.storage)
                 outputs.record(session)

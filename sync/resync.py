@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sync import db, store
+from sync import db, documents, store
 from sync.limits import Limits
 from sync.locks import ProjectLock
 from sync.models import Task
@@ -131,11 +131,11 @@ def _reconcile_storage(
     )
     done, last_id = 0, 0
     while tasks := _live_tasks_after(session, summary.project, last_id):
-        annotations = store.live_annotations(session, [t.id for t in tasks])
+        annotations = documents.live_annotations(session, [t.id for t in tasks])
         owed = []
         for task in tasks:
-            key = store.task_key(task.id)
-            data = store.render_task(task, annotations[task.id])
+            key = documents.task_key(task.id)
+            data = documents.render_task(task, annotations[task.id])
             if listed.pop(key, None) == hashlib.md5(data).hexdigest():
                 summary.unchanged += 1
             else:

@@ -1,4 +1,4 @@
-"""The task store: tasks and annotations as last seen, with tombstones, and task rendering.
+"""The task store: tasks and annotations as last seen, with tombstones.
 
 Rules that make applying idempotent and order-independent:
 - an annotation version replaces the stored one only if its ``updated_at`` is newer;
@@ -24,11 +24,6 @@ from sqlalchemy.orm import Session
 
 from sync.models import Annotation, Task
 from sync.payloads import normalise_ts, now_ts
-
-#: Keys of a webhook task that Label Studio's JSON export does not carry.
-NOT_IN_EXPORT = frozenset({"is_labeled", "overlap", "precomputed_agreement", "file_upload"})
-#: Keys rendered separately (or kept in their own rows).
-NESTED = frozenset({"id", "annotations", "completions", "predictions", "drafts"})
 
 
 def preload(
@@ -88,11 +83,6 @@ def _get_annotation(session: Session, ann_id: int) -> Annotation | None:
         absent.discard(ann_id)
         return None
     return session.get(Annotation, ann_id)
-
-
-def task_key(task_id: int) -> str:
-    """Storage key of a task's file."""
-    return f"tasks/{int(task_id)}.json"
 
 
 def _is_newer(incoming: str | None, stored: str | None) -> bool:
@@ -371,45 +361,6 @@ def known_projects(session: Session) -> list[int]:
     return list(session.scalars(query.group_by(Task.project_id)))
 
 
-def live_annotations(session: Session, task_ids: Iterable[int]) -> dict[int, list[dict]]:
-    """The live annotations of each task, oldest id first (one query for all tasks)."""
-    found: dict[int, list[dict]] = {task_id: [] for task_id in task_ids}
-    if found:
-        rows = session.execute(
-            select(Annotation.task_id, Annotation.body)
-            .where(Annotation.task_id.in_(found), Annotation.deleted.is_(False))
-            .order_by(Annotation.id)
-        )
-        for task_id, body in rows:
-            found[task_id].append(orjson.loads(body))
-    return found
-
-
-def task_document(task: Task, annotations: list[dict[str, Any]]) -> dict[str, Any]:
-    """The task as an entry of Label Studio's JSON export, with all its annotations."""
-    body = orjson.loads(task.body)
-    doc: dict[str, Any] = {
-        "id": task.id,
-        "annotations": annotations,
-        "drafts": body.get("drafts", []),
-        "predictions": body.get("predictions", []),
-    }
-    doc.update((k, v) for k, v in body.items() if k not in NESTED and k not in NOT_IN_EXPORT)
-    doc["total_annotations"] = sum(1 for a in annotations if not a.get("was_cancelled"))
-    doc["cancelled_annotations"] = sum(1 for a in annotations if a.get("was_cancelled"))
-    return doc
-
-
-def encode_task(doc: dict[str, Any]) -> bytes:
-    """The bytes of a task document as stored: same state, same bytes."""
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
-
-
-def render_task(task: Task, annotations: list[dict[str, Any]]) -> bytes:
-    """The bytes of ``tasks/<id>.json``."""
-    return encode_task(task_document(task, annotations))
-
-
 def dirty_tasks(session: Session, project_id: int | None, limit: int) -> list[Task]:
     """Tasks of one project (None: of no project) whose storage object is out of date."""
     owner = Task.project_id.is_(None) if project_id is None else Task.project_id == project_id
@@ -434,22 +385,3 @@ def mark_written(session: Session, written: list[tuple[int, int]]) -> None:
         .values(written_version=bindparam("ver"), dirty=False),
         [{"tid": task_id, "ver": version} for task_id, version in written],
     )
-
-
-def project_documents(session: Session, project_id: int, batch: int = 500):
-    """``(document, stored bytes)`` of every live task of a project, in id order, a batch of
-    rows at a time."""
-    last_id = 0
-    while tasks := list(
-        session.scalars(
-            select(Task)
-            .where(Task.project_id == project_id, Task.deleted.is_(False), Task.id > last_id)
-            .order_by(Task.id)
-            .limit(batch)
-        )
-    ):
-        annotations = live_annotations(session, [t.id for t in tasks])
-        for task in tasks:
-            doc = task_document(task, annotations[task.id])
-            yield doc, encode_task(doc)
-        last_id = tasks[-1].id

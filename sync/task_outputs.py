@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from sync import store
+from sync import documents
 from sync.exporters import ExportContext, get_exporter
 from sync.exports import context_for, export_root, fitting_formats, project_row
 from sync.limits import Limits, task_problem
@@ -235,7 +235,7 @@ def rebuild_project(rt: Runtime, project_id: int, batch: int = 500) -> int:
         )
         update_tasks(rt, session, project_id, [], sorted(gone))
         session.commit()
-        for chunk in _chunks(store.project_documents(session, project_id, batch), batch):
+        for chunk in _chunks(documents.project_documents(session, project_id, batch), batch):
             update_tasks(rt, session, project_id, chunk, [])
             session.commit()
             rendered += len(chunk)
