@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import select
@@ -122,16 +123,16 @@ def apply_snapshot(
 
 def _chunks(tasks: Iterable[dict[str, Any]], result: SnapshotResult, size: int):
     """The usable tasks in lists of ``size`` (unusable ones are counted and skipped)."""
-    chunk: list[dict[str, Any]] = []
-    for task in tasks:
-        if task_shape_problem(task):
-            result.tasks_invalid += 1
-            continue
-        chunk.append(task)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+
+    def usable():
+        for task in tasks:
+            if task_shape_problem(task):
+                result.tasks_invalid += 1
+            else:
+                yield task
+
+    found = usable()
+    while chunk := list(islice(found, size)):
         yield chunk
 
 

@@ -169,6 +169,17 @@ def _signal(receiver, action: str) -> None:
     assert answer.status_code == 202, answer.text
 
 
+def _pull(rt: Runtime, fake: FakeLabelStudio, action: str) -> None:
+    """Signal ``action`` without payload, let the worker pull, and stop the fake."""
+    r = Receiver(rt)
+    try:
+        _signal(r, action)
+        run_worker(rt)
+    finally:
+        r.close()
+        fake.close()
+
+
 def _task(task_id: int, labels: list[str], image: str | None = None) -> dict:
     result = [
         {
@@ -200,13 +211,7 @@ def test_a_pulled_bomb_config_is_refused_and_the_tasks_still_sync(
     project["label_config"] = _config(["Car"], {"Car": "1000000"})
     fake = FakeLabelStudio("ls-token", {1: project}, {1: [_task(1, ["Car"])]})
     rt = _pulling_runtime(tmp_path, database_url, redis_url, fake)
-    r = Receiver(rt)
-    try:
-        _signal(r, "PROJECT_UPDATED")
-        run_worker(rt)
-    finally:
-        r.close()
-        fake.close()
+    _pull(rt, fake, "PROJECT_UPDATED")
     assert task_file(rt, 1)["annotations"][0]["id"] == 10
     with rt.sessions() as session:
         project_row = session.get(Project, 1)
@@ -295,13 +300,7 @@ def test_a_region_label_beyond_the_class_limit_leaves_only_its_task_out(
         {1: tasks},
     )
     rt = _pulling_runtime(tmp_path, sqlite_url, redis_url, fake, max_labels=2)
-    r = Receiver(rt)
-    try:
-        _signal(r, "TASKS_CREATED")
-        run_worker(rt)
-    finally:
-        r.close()
-        fake.close()
+    _pull(rt, fake, "TASKS_CREATED")
     classes = (bucket(rt) / "exports/1/yolo/classes.txt").read_text().splitlines()
     assert classes == ["A", "B"]
     with rt.sessions() as session:
