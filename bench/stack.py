@@ -52,14 +52,15 @@ def wait_ready(url: str, timeout_s: float = 30) -> None:
 
 
 @contextmanager
-def database(kind: str, tmp: Path):
-    """A migrated database URL: ``sqlite`` (a file) or ``postgresql`` (created, dropped)."""
+def database(kind: str, tmp: Path, pg_admin: str | None = None):
+    """A migrated database URL: ``sqlite`` (a file) or ``postgresql`` (created, dropped, on
+    the server of ``pg_admin``, default ``ANNOSYNC_TEST_PG_URL``)."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp}/bench.db"
         db.upgrade(url)
         yield url
         return
-    with fresh_pg_database(PG_ADMIN, "annosync_bench") as url:
+    with fresh_pg_database(pg_admin or PG_ADMIN, "annosync_bench") as url:
         yield url
 
 
@@ -155,12 +156,16 @@ def stack(
     private_redis: bool = False,
     extra_env: dict | None = None,
     server: str = "waitress",
+    pg_admin: str | None = None,
 ):
     """The receiver on ``server`` (gunicorn: ``receivers`` processes) plus ``workers`` RQ
     workers."""
     tmp = Path(tempfile.mkdtemp(prefix="annosync-bench-"))
     try:
-        with database(kind, tmp) as url, redis_server(tmp, private_redis) as (redis_url, rs):
+        with (
+            database(kind, tmp, pg_admin) as url,
+            redis_server(tmp, private_redis) as (redis_url, rs),
+        ):
             port = launcher.free_port()
             env = {
                 **os.environ,
