@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -55,14 +56,29 @@ def captured_sequence(with_payload_only: bool = True) -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """A reachable Redis: the machine's (db 13, flushed per test) or a private one."""
-    url = os.environ.get("ANNOSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-    if launcher.redis_reachable(url):
-        yield url
+    """This run's own Redis: a private redis-server (tests flush it at will, so a Redis that
+    another suite or service uses is never touched), or ``ANNOSYNC_TEST_REDIS_URL`` when set.
+    Without redis-server installed, the machine's Redis (db 13) is the fallback."""
+    chosen = os.environ.get("ANNOSYNC_TEST_REDIS_URL")
+    if chosen is None and shutil.which("redis-server") is None:
+        chosen = "redis://127.0.0.1:6379/13"
+    if chosen is not None:
+        os.environ.setdefault("ANNOSYNC_BENCH_REDIS_URL", chosen.rsplit("/", 1)[0] + "/14")
+        yield chosen
         return
     proc, private = launcher.start_private_redis(tmp_path_factory.mktemp("redis"))
-    yield private
-    launcher.terminate([proc])
+    base = private.rsplit("/", 1)[0]
+    # Production-shaped stacks (bench/stack.py) use db 1 of it, never the machine's db 10.
+    previous = os.environ.get("ANNOSYNC_BENCH_REDIS_URL")
+    os.environ["ANNOSYNC_BENCH_REDIS_URL"] = base + "/1"
+    try:
+        yield base + "/0"
+    finally:
+        if previous is None:
+            os.environ.pop("ANNOSYNC_BENCH_REDIS_URL", None)
+        else:
+            os.environ["ANNOSYNC_BENCH_REDIS_URL"] = previous
+        launcher.terminate([proc])
 
 
 @pytest.fixture
