@@ -32,7 +32,7 @@ from lsfake import FakeLabelStudio  # noqa: E402
 
 from config.settings import load_settings  # noqa: E402
 from sync import db, inbox, jobs, launcher  # noqa: E402
-from sync.runtime import Runtime  # noqa: E402
+from sync.runtime import Runtime, set_runtime  # noqa: E402
 
 HOOKS = ROOT / "tests/fixtures/label-studio/webhooks"
 CREATED = json.loads((HOOKS / "01-TASKS_CREATED.json").read_text())["body"]
@@ -88,7 +88,7 @@ def run(tasks: int, updates: int, yielding: bool, redis_url: str) -> list[float]
     }
     rt = Runtime(load_settings(env))
     db.upgrade(rt.settings.database_url)
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     original = jobs._others_waiting
     if not yielding:
         jobs._others_waiting = lambda _rt, _project: False

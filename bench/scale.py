@@ -115,7 +115,8 @@ def one(n: int) -> dict:
 
     from config.settings import load_settings
     from sync import db, exports, intake, jobs, task_outputs
-    from sync.runtime import Runtime
+    from sync.recorder import GroupRecorder
+    from sync.runtime import Runtime, set_runtime
 
     tmp = tempfile.mkdtemp()
     url = f"sqlite:///{tmp}/a.db"
@@ -132,7 +133,7 @@ def one(n: int) -> dict:
             }
         )
     )
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     populate(rt, n)
     start = time.perf_counter()
     jobs.write_dirty_tasks(rt, 1)  # task files + per-task outputs (config change: full)
@@ -155,7 +156,7 @@ def one(n: int) -> dict:
     label = Path(tmp) / "bucket/exports/1/yolo/labels" / f"{target}__{target}.txt"
     raw = orjson.dumps(body)
     start = time.perf_counter()
-    intake.accept(rt, intake.parse(raw), raw, 1)
+    intake.accept(GroupRecorder(rt), intake.parse(raw), raw, 1)
     jobs.drain_project(1)
     per_task = time.perf_counter() - start
     assert label.read_text().startswith("0 "), "the label file was not updated"

@@ -8,6 +8,7 @@ from config.settings import Settings
 from handlers import api, health, webhooks
 from handlers.errors import IdConverter, register_error_handlers
 from sync.archives import ArchivePool
+from sync.recorder import GroupRecorder
 from sync.runtime import Runtime
 
 
@@ -15,7 +16,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     """A receiver for ``settings`` (blueprints: webhooks, health, api)."""
     app = Flask("annosync")
     app.url_map.converters["id"] = IdConverter
-    app.config["RUNTIME"] = runtime or Runtime(settings)
+    runtime = runtime or Runtime(settings)
+    app.config["RUNTIME"] = runtime
+    app.config["RECORDER"] = GroupRecorder(runtime)
     app.config["ARCHIVES"] = ArchivePool(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

@@ -78,7 +78,7 @@ def build_server(settings: Settings, host: str, port: int):
     # The first deliveries after a (re)start must not pay for compiling schemas and
     # connecting (measured ~300 ms, queueing those behind them).
     validation.warm()
-    app.config["RUNTIME"].recorder.warm()
+    app.config["RECORDER"].warm()
     return create_server(app, host=host, port=port, **options)
 
 

@@ -30,7 +30,7 @@ STATUS_ANSWER = {"pending": "queued", "duplicate": "duplicate", "ignored": "igno
 @bp.post("/webhooks/label-studio/<id:project_id>")
 def receive(project_id: int | None = None):
     rt = current_app.config["RUNTIME"]
-    with rt.recorder.arriving():
+    with current_app.config["RECORDER"].arriving():
         return _receive(rt, project_id)
 
 
@@ -57,7 +57,8 @@ def _receive(rt, project_id: int | None):
     # so such deliveries are told apart by their body and URL only.
     webhook_id = None if scheme == GITHUB else request.headers.get("webhook-id")
     try:
-        recorded = intake.accept(rt, body, raw, project_id, webhook_id)
+        recorder = current_app.config["RECORDER"]
+        recorded = intake.accept(recorder, body, raw, project_id, webhook_id)
     except SQLAlchemyError as exc:
         log.error("cannot record delivery: %s", exc.__class__.__name__)
         response = error(503, "unavailable", "cannot record the delivery now; retry")

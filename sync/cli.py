@@ -40,7 +40,7 @@ from sync.logs import configure_logging
 from sync.models import Delivery
 from sync.progress import Progress
 from sync.resync import ResyncError, resync_project
-from sync.runtime import Runtime
+from sync.runtime import Runtime, set_runtime
 from sync.storage import StorageError
 
 
@@ -117,7 +117,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """RQ worker(s) with the scheduler and the inbox sweep."""
     settings = _settings()
     rt = Runtime(settings)
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     stop = threading.Event()
     _start_when_database_answers(rt)
     if not args.burst:

@@ -26,7 +26,7 @@ from sync.exporters.capabilities import unfit_reason
 from sync.exporters.regions import context_from_config
 from sync.locks import ProjectLock
 from sync.models import Annotation, ExportFragment, Project, Task
-from sync.runtime import Runtime
+from sync.runtime import Runtime, current_runtime
 
 log = logging.getLogger("annosync.exports")
 # The rebuild renews its lock after each format, so a killed worker frees the project's
@@ -195,8 +195,6 @@ def request_aggregates(redis: Redis, settings, project_id: int) -> bool:
 
 def aggregate_job(project_id: int) -> int:
     """RQ job: rebuild a project's aggregates, one rebuild per project at a time."""
-    from sync.jobs import current_runtime
-
     rt = current_runtime()
     redis = rt.worker_redis
     with ProjectLock(

@@ -12,6 +12,7 @@ from sync import inbox
 from sync.limits import Limits, delivery_issues
 from sync.models import Delivery
 from sync.payloads import is_payloadless, item_count, json_depth, project_of, prune, strip_secrets
+from sync.recorder import GroupRecorder
 from sync.runtime import Runtime
 
 #: A quarantined body keeps this many levels (orjson writes at most 254).
@@ -65,7 +66,7 @@ def _project_issues(body: Any, url_project: int | None) -> list[Issue]:
 
 
 def accept(
-    rt: Runtime,
+    recorder: GroupRecorder,
     body: dict[str, Any],
     raw: bytes,
     url_project: int | None,
@@ -87,7 +88,7 @@ def accept(
     row = inbox.delivery_row(
         action=action, project_id=project_id, body=stored, key=key, status=status
     )
-    return rt.recorder.record(row)
+    return recorder.record(row)
 
 
 def quarantine(

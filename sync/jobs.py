@@ -22,14 +22,13 @@ from sqlalchemy import Row
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from config.settings import load_settings
 from sync import backoff, db, documents, events, exports, inbox, store, task_outputs
 from sync.labelstudio import LabelStudioError
 from sync.limits import Limits
 from sync.locks import ProjectLock
 from sync.payloads import is_payloadless
 from sync.reconcile import pull_project
-from sync.runtime import Runtime
+from sync.runtime import Runtime, current_runtime
 
 log = logging.getLogger("annosync.jobs")
 
@@ -40,22 +39,6 @@ LINGER_S = 0.025
 STALE_S = 10.0  # pending this long: the sweep queues a drain even if one seems queued
 NO_PROJECT = 0  # queue key for deliveries that name no project
 STATS_JOBS = "annosync:stats:drain-jobs"
-
-_runtime: Runtime | None = None
-
-
-def set_runtime(runtime: Runtime) -> None:
-    """Use ``runtime`` for jobs run in this process (the worker sets it at start)."""
-    global _runtime
-    _runtime = runtime
-
-
-def current_runtime() -> Runtime:
-    """The process's runtime, built from the environment on first use."""
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime(load_settings())
-    return _runtime
 
 
 def _unit(project_key: int) -> str:

@@ -8,7 +8,7 @@ from functools import cached_property
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError, load_settings
 from sync.db import session_factory
 from sync.exporters import exporter_names
 from sync.labelstudio import LabelStudioClient
@@ -29,13 +29,6 @@ class Runtime:
                 f"ANNOSYNC_EXPORT_FORMATS: unknown format {unknown[0]!r}; "
                 f"known: {', '.join(exporter_names())}"
             )
-
-    @cached_property
-    def recorder(self):
-        """Group commit of this process's incoming deliveries (:mod:`sync.recorder`)."""
-        from sync.recorder import GroupRecorder  # it needs the jobs, which need a Runtime
-
-        return GroupRecorder(self)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -66,3 +59,21 @@ class Runtime:
     @cached_property
     def storage(self) -> StorageBackend:
         return open_storage(self.settings.storage_url, endpoint_url=self.settings.s3_endpoint_url)
+
+
+_current: Runtime | None = None
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Use ``runtime`` for the jobs run in this process (a worker sets it at start)."""
+    global _current
+    _current = runtime
+
+
+def current_runtime() -> Runtime:
+    """The process's runtime (RQ job functions receive ids only), built from the
+    environment on first use."""
+    global _current
+    if _current is None:
+        _current = Runtime(load_settings())
+    return _current

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from sync import exports, inbox, jobs, store
 from sync.resync import resync_project
-from sync.runtime import Runtime
+from sync.runtime import Runtime, current_runtime
 from sync.storage import StorageError
 
 log = logging.getLogger("annosync.jobs")
@@ -53,7 +53,7 @@ def sweep(rt: Runtime, min_age_s: float = 1.0) -> int:
 
 def resync_job(project_id: int) -> str:
     """Scheduled reconciliation of one project (from Label Studio too, when configured)."""
-    rt = jobs.current_runtime()
+    rt = current_runtime()
     summary = resync_project(rt, project_id, from_labelstudio=rt.labelstudio is not None)
     log.info("scheduled resync: %s", summary.line())
     return summary.line()

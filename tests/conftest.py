@@ -19,8 +19,8 @@ from werkzeug.serving import make_server
 from bench.stack import fresh_pg_database
 from config.settings import load_settings
 from handlers.app import create_app
-from sync import db, jobs, launcher
-from sync.runtime import Runtime
+from sync import db, launcher
+from sync.runtime import Runtime, set_runtime
 
 # boto3 talks only to the test S3 server; never let real credentials near it.
 os.environ.update(
@@ -179,9 +179,9 @@ def settings(tmp_path, database_url, redis_url):
 @pytest.fixture
 def runtime(settings):
     rt = Runtime(settings)
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     yield rt
-    jobs.set_runtime(None)
+    set_runtime(None)
 
 
 class Receiver:
@@ -228,7 +228,7 @@ def receiver(runtime):
 
 def run_worker(rt: Runtime) -> None:
     """Run queued jobs in this process until the queue is empty (RQ burst mode)."""
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     SimpleWorker([rt.settings.queue_name], connection=rt.worker_redis).work(
         burst=True, logging_level="WARNING"
     )

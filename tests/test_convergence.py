@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync import db, intake, jobs
-from sync.runtime import Runtime
+from sync.recorder import GroupRecorder
+from sync.runtime import Runtime, set_runtime
 
 SEQUENCE = captured_sequence()
 
@@ -24,12 +25,13 @@ def _replay(redis_url: str, order: list[int], drains_after: set[int]) -> dict[st
         url = f"sqlite:///{tmp}/a.db"
         db.upgrade(url)
         rt = Runtime(make_settings(Path(tmp), url, redis_url))
-        jobs.set_runtime(rt)
+        set_runtime(rt)
+        recorder = GroupRecorder(rt)
         for position, index in enumerate(order):
             _name, body = SEQUENCE[index]
             raw = orjson.dumps(body)
             # A fresh webhook-id per copy: duplicates get past the dedupe and really apply twice.
-            intake.accept(rt, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
+            intake.accept(recorder, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
             if position in drains_after:
                 _drain_all(rt)
         _drain_all(rt)

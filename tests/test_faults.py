@@ -25,7 +25,8 @@ from bench.stack import stack
 from sync import db, intake, jobs
 from sync.convert import context, convert
 from sync.models import Delivery, Task
-from sync.runtime import Runtime
+from sync.recorder import GroupRecorder
+from sync.runtime import Runtime, set_runtime
 
 pytestmark = pytest.mark.faults
 PROJECT = delivery("15-PROJECT_UPDATED")["project"]
@@ -84,9 +85,10 @@ def _expected(bodies: list[bytes], tmp: Path, redis_url: str) -> dict[str, bytes
     url = f"sqlite:///{tmp}/expected.db"
     db.upgrade(url)
     rt = Runtime(make_settings(tmp / "expected", url, redis_url))
-    jobs.set_runtime(rt)
+    set_runtime(rt)
+    recorder = GroupRecorder(rt)
     for raw in bodies:
-        intake.accept(rt, intake.parse(raw), raw, 1)
+        intake.accept(recorder, intake.parse(raw), raw, 1)
     jobs.drain_project(1)
     return _tasks(Path(rt.settings.storage_url.removeprefix("file://")))
 

@@ -19,7 +19,7 @@ from sync import db, exports, inbox, jobs
 from sync.labelconfig import CONTROL_TAGS, OBJECT_TAGS
 from sync.limits import Limits, config_issues
 from sync.models import Delivery, Task
-from sync.runtime import Runtime
+from sync.runtime import Runtime, set_runtime
 
 _CATEGORIES = ["0", "7", "-1", "1e9", "1000000", "²", "٣", " 3 ", "99999999999999999999", ""]
 _URLS = [
@@ -69,9 +69,9 @@ def fuzz_runtime(tmp_path_factory, redis_server):
     url = f"sqlite:///{tmp / 'annosync.db'}"
     db.upgrade(url)
     rt = Runtime(make_settings(tmp, url, redis_server, max_regions=3, max_points=5))
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     yield rt
-    jobs.set_runtime(None)
+    set_runtime(None)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))

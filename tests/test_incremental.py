@@ -16,20 +16,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from sync import db, exports, intake, jobs, task_outputs
+from sync import db, exports, intake, task_outputs
 from sync.convert import context, convert
 from sync.exporters import get_exporter
 from sync.models import Project
-from sync.runtime import Runtime
+from sync.recorder import GroupRecorder
+from sync.runtime import Runtime, set_runtime
 
 PROJECT = delivery("15-PROJECT_UPDATED")["project"]  # label config v2 (adds Truck)
 PROJECT_V1 = delivery("03-ANNOTATION_CREATED")["project"]
 LABELS = ["Airplane", "Car", "Truck", "Bicycle"]  # Bicycle is not in the config
 
 
+_RECORDERS: dict[int, GroupRecorder] = {}  # one per runtime, as a receiver process has
+
+
 def _send(rt: Runtime, body: dict) -> None:
     raw = orjson.dumps(body)
-    intake.accept(rt, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
+    recorder = _RECORDERS.setdefault(id(rt), GroupRecorder(rt))
+    intake.accept(recorder, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
 
 
 def _tasks_created(ids, project: dict = PROJECT) -> dict:
@@ -152,7 +157,7 @@ def test_incremental_exports_equal_batch_convert(redis_url, ops, drain_every):
         url = f"sqlite:///{tmp}/a.db"
         db.upgrade(url)
         rt = Runtime(make_settings(tmp, url, redis_url, export_formats=FORMATS))
-        jobs.set_runtime(rt)
+        set_runtime(rt)
         _send(rt, {"action": "PROJECT_UPDATED", "project": PROJECT})
         _send(rt, _tasks_created([1, 2, 3, 4]))
         owner: dict[int, int] = {}
@@ -287,7 +292,7 @@ def test_storage_is_written_while_no_database_write_is_open(tmp_path, sqlite_url
     """Task files, export files and aggregates go to storage before the statements that
     record them: receivers never wait on SQLite's write lock (the gate) for a storage write."""
     rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url, export_formats=FORMATS))
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     gate = sqlite_url.split("///", 1)[1] + "-gate"
     seen: list[bool] = []
     put_many = rt.storage.put_many

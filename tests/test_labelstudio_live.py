@@ -18,9 +18,8 @@ import urllib.request
 import pytest
 from conftest import FIXTURES, SECRET, Receiver, bucket, make_settings, run_worker, task_file
 
-from sync import jobs
 from sync.launcher import free_port, terminate
-from sync.runtime import Runtime
+from sync.runtime import Runtime, set_runtime
 
 pytestmark = pytest.mark.labelstudio
 LS_BIN = os.environ.get("LABEL_STUDIO_BIN") or shutil.which("label-studio")
@@ -114,7 +113,7 @@ def test_real_label_studio_session_is_mirrored(label_studio, tmp_path, sqlite_ur
             label_studio_api_key=TOKEN,
         )
     )
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     receiver = Receiver(rt)
     try:
         config = (FIXTURES / "configs" / "image-od.xml").read_text()

@@ -11,12 +11,12 @@ from conftest import Receiver, bucket, delivery, make_settings, run_worker, task
 from lsfake import FakeLabelStudio
 from sqlalchemy import select
 
-from sync import jobs, status, store
+from sync import status, store
 from sync.exporters.regions import config_classes
 from sync.labelconfig import parse_label_config
 from sync.limits import Limits, config_issues
 from sync.models import Delivery, Project
-from sync.runtime import Runtime
+from sync.runtime import Runtime, set_runtime
 
 IMAGE_CONFIG = delivery("15-PROJECT_UPDATED")["project"]["label_config"]
 
@@ -306,7 +306,7 @@ def test_a_region_label_beyond_the_class_limit_leaves_only_its_task_out(
     with rt.sessions() as session:
         reasons = {t: why for t, _p, why in store.failed_tasks(session, 1)}
     assert list(reasons) == [2] and "would be class 3; at most 2" in reasons[2]
-    jobs.set_runtime(None)
+    set_runtime(None)
 
 
 def test_a_reason_echoing_a_nul_from_the_payload_is_stored(tmp_path, database_url, redis_url):

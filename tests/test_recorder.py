@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from sync import db, inbox, recorder
 from sync.models import Delivery
+from sync.recorder import GroupRecorder
 
 
 def _row(n: int) -> dict:
@@ -32,7 +33,7 @@ def _recording_batches(monkeypatch) -> list[int]:
 def test_requests_in_flight_are_waited_for_and_written_together(runtime, monkeypatch):
     monkeypatch.setattr(recorder, "GATHER_S", 5.0)
     sizes = _recording_batches(monkeypatch)
-    rec = runtime.recorder
+    rec = GroupRecorder(runtime)
     results = {}
     all_arrived = threading.Barrier(4)  # in flight together (a thread starting late is not)
 
@@ -55,9 +56,10 @@ def test_requests_in_flight_are_waited_for_and_written_together(runtime, monkeyp
 def test_a_lone_request_is_written_at_once(runtime, monkeypatch):
     monkeypatch.setattr(recorder, "GATHER_S", 5.0)
     sizes = _recording_batches(monkeypatch)
+    rec = GroupRecorder(runtime)
     started = time.monotonic()
-    with runtime.recorder.arriving():
-        runtime.recorder.record(_row(1))
+    with rec.arriving():
+        rec.record(_row(1))
     assert time.monotonic() - started < 2.0
     assert sizes == [1]
 
@@ -67,10 +69,11 @@ def test_a_request_that_never_records_delays_the_others_at_most_the_gathering_ti
 ):
     monkeypatch.setattr(recorder, "GATHER_S", 0.3)
     sizes = _recording_batches(monkeypatch)
+    rec = GroupRecorder(runtime)
     rejected_arrived, rejected_done = threading.Event(), threading.Event()
 
     def rejected() -> None:  # e.g. answered 400: arrives, never records
-        with runtime.recorder.arriving():
+        with rec.arriving():
             rejected_arrived.set()
             rejected_done.wait(5)
 
@@ -79,8 +82,8 @@ def test_a_request_that_never_records_delays_the_others_at_most_the_gathering_ti
     rejected_arrived.wait(5)
     try:
         started = time.monotonic()
-        with runtime.recorder.arriving():
-            runtime.recorder.record(_row(1))
+        with rec.arriving():
+            rec.record(_row(1))
         waited = time.monotonic() - started
     finally:
         rejected_done.set()

@@ -26,13 +26,13 @@ from moto.server import ThreadedMotoServer
 from rq import Queue
 from sqlalchemy import func, select
 
-from sync import backoff, db, events, inbox, jobs, sweeper
+from sync import backoff, db, events, inbox, sweeper
 from sync import resync as resync_module
 from sync.launcher import free_port
 from sync.models import Delivery, Task
 from sync.reconcile import apply_snapshot
 from sync.resync import resync_project
-from sync.runtime import Runtime
+from sync.runtime import Runtime, set_runtime
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -46,7 +46,7 @@ def _runtime(tmp_path, database_url, redis_url, kind, request, **extra) -> Runti
         overrides["storage_url"] = request.getfixturevalue("s3_url")
         overrides["s3_endpoint_url"] = request.getfixturevalue("s3_endpoint")
     rt = Runtime(make_settings(tmp_path, database_url, redis_url, **overrides))
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     return rt
 
 
@@ -170,7 +170,7 @@ def test_s3_outage_mid_stream_loses_nothing(tmp_path, sqlite_url, redis_url):
             tmp_path, sqlite_url, redis_url, storage_url="s3://outage/p", s3_endpoint_url=endpoint
         )
     )
-    jobs.set_runtime(rt)
+    set_runtime(rt)
     r = Receiver(rt)
     try:
         r.post(delivery("01-TASKS_CREATED"))
