@@ -20,12 +20,12 @@ import orjson
 
 from config.validation import task_shape_problem
 from sync.documents import encode_task
-from sync.exporters import ExportContext, get_exporter
+from sync.exporters import ExportContext, get_exporter, render_checked
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.regions import DEFAULT_SPLIT, context_from_config
 from sync.jsonstream import JSONStreamError, iter_array
 from sync.labelconfig import LabelConfigError, parse_label_config
-from sync.limits import Limits, task_problem
+from sync.limits import Limits
 from sync.storage import check_key
 
 
@@ -156,10 +156,11 @@ def render_into(
         for count, (task, raw) in enumerate(tasks, start=1):
             if progress:
                 progress(count)
-            result = _render_task(exporter, task, raw, ctx, limits)
+            result = render_checked([exporter], task, raw, ctx, limits)
             if isinstance(result, str):
                 failed[task["id"]] = result
                 continue
+            [result] = result
             for path, data in result.files.items():
                 storage.put(path, data)
             files += len(result.files)
@@ -176,17 +177,6 @@ def render_into(
     for path, data in aggregates.items():
         storage.put(path, data)
     return ConvertSummary(len(index), files + len(aggregates), list(ctx.classes), failed)
-
-
-def _render_task(exporter, task, raw: bytes, ctx: ExportContext, limits: Limits | None):
-    """The task's export, or why it cannot be exported."""
-    problem = task_problem(task, limits) if limits else None
-    if problem:
-        return problem
-    try:
-        return exporter.render_task(task, raw, ctx)
-    except Exception as exc:  # the content of one task must never stop the others
-        return f"{exporter.name}: {type(exc).__name__}: {exc}"[:500]
 
 
 class _StagingWriter:

@@ -43,7 +43,7 @@ class LimitExceeded(ValueError):
     """Something is over a limit; the message names the field, the size and the limit."""
 
 
-def _shown(label: str) -> str:
+def shown(label: str) -> str:
     return repr(label if len(label) <= SHOWN_CHARS else label[:SHOWN_CHARS] + "…")
 
 
@@ -73,7 +73,7 @@ def parsed_config_issues(parsed: dict[str, Any], limits: Limits, path: str) -> l
         for label in control["labels"]:
             if len(label) > limits.label_chars:
                 message = (
-                    f"label {_shown(label)} of {control['type']} {control['name']!r} has "
+                    f"label {shown(label)} of {control['type']} {control['name']!r} has "
                     f"{len(label)} characters; at most {limits.label_chars} "
                     "(ANNOSYNC_MAX_LABEL_CHARS)"
                 )
@@ -81,7 +81,7 @@ def parsed_config_issues(parsed: dict[str, Any], limits: Limits, path: str) -> l
         for label, category in control.get("categories", {}).items():
             if not 0 <= category < limits.labels:
                 message = (
-                    f"category {category} of label {_shown(label)}: must be from 0 to "
+                    f"category {category} of label {shown(label)}: must be from 0 to "
                     f"{limits.labels - 1} (ANNOSYNC_MAX_LABELS)"
                 )
                 return [Issue(path, message, "category")]
@@ -113,7 +113,7 @@ def _value_issue(value: dict[str, Any], limits: Limits, path: str) -> Issue | No
         for n, label in enumerate(labels):
             if isinstance(label, str) and len(label) > limits.label_chars:
                 message = (
-                    f"label {_shown(label)} has {len(label)} characters; at most "
+                    f"label {shown(label)} has {len(label)} characters; at most "
                     f"{limits.label_chars} (ANNOSYNC_MAX_LABEL_CHARS)"
                 )
                 return Issue(f"{path}.value.{key}[{n}]", message, "maxLabelLength")

@@ -20,9 +20,9 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from sync import documents
-from sync.exporters import ExportContext, get_exporter
+from sync.exporters import ExportContext, get_exporter, render_checked
 from sync.exports import context_for, export_root, fitting_formats, project_row
-from sync.limits import Limits, task_problem
+from sync.limits import Limits
 from sync.models import ExportFragment, Project, Task
 from sync.payloads import storable
 from sync.runtime import Runtime
@@ -113,20 +113,15 @@ def _render_each(names, ctx: ExportContext, tasks, limits: Limits, outputs: Task
     """Every format's export of every task, one task at a time: a task over the limits, or
     one an exporter cannot render, is recorded in ``outputs.failed`` and the others go on."""
     rendered: dict[str, list] = {name: [] for name in names}
+    exporters = [get_exporter(name) for name in names]
     for doc, raw in tasks:
-        problem = task_problem(doc, limits)
-        done = []
-        try:
-            for name in [] if problem else names:
-                done.append((name, get_exporter(name).render_task(doc, raw, ctx)))
-        except Exception as exc:  # the content of one task must never stop its project
-            problem = f"{name}: {type(exc).__name__}: {exc}"
-        if problem:
-            outputs.failed[doc["id"]] = storable(problem, 500)
-            log.warning("project %s: task %s not exported: %s", ctx.project_id, doc["id"], problem)
+        result = render_checked(exporters, doc, raw, ctx, limits)
+        if isinstance(result, str):
+            outputs.failed[doc["id"]] = storable(result)
+            log.warning("project %s: task %s not exported: %s", ctx.project_id, doc["id"], result)
             continue
         outputs.exported.append(doc["id"])
-        for name, out in done:
+        for name, out in zip(names, result, strict=True):
             rendered[name].append((doc["id"], out))
     return rendered
 

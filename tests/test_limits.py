@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import time
 
+import orjson
 import pytest
 from conftest import Receiver, bucket, delivery, make_settings, run_worker, task_file
 from lsfake import FakeLabelStudio
@@ -326,3 +327,18 @@ def test_a_reason_echoing_a_nul_from_the_payload_is_stored(tmp_path, database_ur
         [(task, _project, why)] = store.failed_tasks(session, 1)
     assert task == 1 and "odd\ufffdlabels" in why and "200 characters" in why
     assert task_file(strict, 1)["annotations"][0]["id"] == 1
+
+
+def test_convert_leaves_out_a_task_over_the_limits_and_names_it(tmp_path, monkeypatch, capsys):
+    from sync import cli
+
+    export = tmp_path / "export.json"
+    export.write_text(orjson.dumps([_task(1, ["Car"]), _task(2, ["Car", "Car", "Car"])]).decode())
+    monkeypatch.setenv("ANNOSYNC_MAX_REGIONS", "2")
+    monkeypatch.setenv("ANNOSYNC_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "yolo"
+    assert cli.main(["convert", str(export), "-f", "YOLO", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "task 2 not converted: task.annotations[0].result: 3 regions; at most 2" in captured.err
+    assert "1 tasks converted" in captured.out and "1 tasks left out" in captured.out
+    assert [p.name for p in (out / "labels").iterdir()] == ["1__1.txt"]

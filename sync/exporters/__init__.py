@@ -12,7 +12,14 @@ from sync.exporters import (  # noqa: F401  (registers the formats)
     voc,
     yolo,
 )
-from sync.exporters.base import Exporter, TaskExport, exporter_names, get_exporter
+from sync.exporters.base import Exporter, TaskExport, exporter_names, get_exporter, render_checked
 from sync.exporters.regions import ExportContext
 
-__all__ = ["ExportContext", "Exporter", "TaskExport", "exporter_names", "get_exporter"]
+__all__ = [
+    "ExportContext",
+    "Exporter",
+    "TaskExport",
+    "exporter_names",
+    "get_exporter",
+    "render_checked",
+]

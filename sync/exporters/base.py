@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sync.exporters.regions import ExportContext
+from sync.limits import Limits, task_problem
 
 
 @dataclass
@@ -37,6 +38,27 @@ class Exporter(Protocol):
 
     def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
         """Project-wide files from every task's fragment (task-id order)."""
+
+
+def render_checked(
+    exporters: list[Exporter],
+    task: dict[str, Any],
+    raw: bytes,
+    ctx: ExportContext,
+    limits: Limits | None = None,
+) -> list[TaskExport] | str:
+    """Every exporter's export of one task, in order, or why the task cannot be exported:
+    over ``limits``, or an exporter failed on its content. The kept-fresh exports, direct
+    exports and ``convert`` all leave such a task out, so one task never stops the others."""
+    if limits is not None and (problem := task_problem(task, limits)):
+        return problem[:500]
+    outputs = []
+    for exporter in exporters:
+        try:
+            outputs.append(exporter.render_task(task, raw, ctx))
+        except Exception as exc:  # any content a labelling tool let through
+            return f"{exporter.name}: {type(exc).__name__}: {exc}"[:500]
+    return outputs
 
 
 _REGISTRY: dict[str, Exporter] = {}

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from sync.labelconfig import REGION_TAGS
-from sync.limits import LimitExceeded
+from sync.limits import LimitExceeded, shown
 
 #: Region result types and the value key holding their labels.
 LABELLED_TYPES = {
@@ -62,7 +62,7 @@ class ExportContext:
         if found is None:
             if self.max_classes is not None and len(self.classes) >= self.max_classes:
                 raise LimitExceeded(
-                    f"label {label[:40]!r} would be class {len(self.classes) + 1}; at most "
+                    f"label {shown(label)} would be class {len(self.classes) + 1}; at most "
                     f"{self.max_classes} (ANNOSYNC_MAX_LABELS)"
                 )
             found = self._ids[label] = len(self.classes)
