@@ -1,22 +1,22 @@
 """Local-folder storage: each object a file, replaced atomically (never half-written).
 
-Small objects are written through reusable scratch files (see :mod:`sync.storage.scratch`);
-large ones through a new temporary file beside the target, fsynced and renamed over it.
+The textbook way: each object is written into a new temporary file beside its target,
+fsynced, and renamed over the target (``os.replace``); once per batch, every folder that
+received a file is fsynced, so the renames themselves survive a power loss. When
+:meth:`LocalStorage.put_many` returns, every object it wrote is on disk.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from sync.storage.base import StorageError, UnsafeKeyError, check_key, register
-from sync.storage.scratch import SCRATCH_DIR, SMALL, ScratchPool, exchange, make_durable
+from sync.storage.base import StorageError, check_key, register
+
+TEMP_PREFIX = ".tmp-"  # temporary files: never listed as objects
 
 
 @register("file")
@@ -25,126 +25,41 @@ class LocalStorage:
 
     def __init__(self, root: str | Path, **_options: object) -> None:
         self.root = Path(root).resolve()
-        self._folders: dict[str, Path] = {}  # key prefix -> its existing, confined folder
-        self._scratch = ScratchPool(self.root)
-        self._exchanges = True  # until the filesystem says it cannot
-
-    @staticmethod
-    def _key(key: str) -> str:
-        if check_key(key).partition("/")[0] == SCRATCH_DIR:
-            raise UnsafeKeyError(f"storage key {key[:80]!r} is in the scratch folder")
-        return key
 
     def _path(self, key: str) -> Path:
-        path = (self.root / self._key(key)).resolve()
-        return self._confined(key, path)
-
-    def _confined(self, key: str, path: Path) -> Path:
+        path = (self.root / check_key(key)).resolve()
         if not path.is_relative_to(self.root):  # a symlink inside the root pointing out
             raise StorageError(f"key {key!r} resolves outside the storage root")
         return path
 
     def _folder(self, key: str) -> Path:
-        """The existing folder a new object of ``key`` goes into, created if needed.
-
-        Remembered per folder: resolving and creating it for every file was most of a write.
-        Only the folder needs confining: the file itself is replaced by a rename, which does
-        not follow a symlink standing in its place.
-        """
-        prefix = self._key(key).rpartition("/")[0]
-        folder = self._folders.get(prefix)
-        if folder is None:
-            folder = self._confined(key, (self.root / prefix).resolve())
-            folder.mkdir(parents=True, exist_ok=True)
-            if len(self._folders) > 10_000:
-                self._folders.clear()
-            self._folders[prefix] = folder
+        """The existing, confined folder ``key``'s file goes into (created if needed). Only
+        the folder needs confining: the file is replaced by a rename, which does not follow
+        a symlink standing in its place."""
+        prefix = check_key(key).rpartition("/")[0]
+        folder = (self.root / prefix).resolve()
+        if not folder.is_relative_to(self.root):
+            raise StorageError(f"key {key!r} resolves outside the storage root")
+        folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.put_many([(key, data)])
 
     def put_many(self, items: list[tuple[str, bytes]]) -> None:
-        """Small objects: each written into a scratch file, all made durable together, then
-        each swapped in; large ones one by one. In order: the later of two writes wins."""
-        staged: list[tuple[str, Path, int]] = []
+        """Each object replaced in order (the later of two writes of a key wins), then each
+        folder written into fsynced once."""
+        folders: set[Path] = set()
         key = ""
         try:
             for key, data in items:
-                if len(data) > SMALL:
-                    self._install_all(staged)
-                    self._write_large(key, data)
-                    continue
-                self._folder(key)  # confined (and created) before anything is written
-                path, fd = self._scratch.open()
-                staged.append((key, path, fd))
-                _overwrite(fd, data)
-            self._install_all(staged)
+                folder = self._folder(key)
+                _replace(folder, key.rpartition("/")[2], data)
+                folders.add(folder)
+            for folder in folders:
+                _fsync_folder(folder)
         except OSError as exc:
             raise StorageError(f"cannot write {key}: {exc.strerror or exc}") from exc
-        finally:
-            for _key, path, fd in staged:  # not installed: their content was never visible
-                if fd >= 0:
-                    _close(fd)
-                self._scratch.give_back(path, published=False)
-
-    def _install_all(self, staged: list[tuple[str, Path, int]]) -> None:
-        """Make the staged scratch files durable, then install them in order; each leaves
-        ``staged`` once installed (the caller gives back what is left after a failure)."""
-        make_durable([fd for _key, _path, fd in staged])
-        for _key, _path, fd in staged:
-            _close(fd)
-        staged[:] = [(key, path, -1) for key, path, _fd in staged]
-        while staged:
-            key, path, _fd = staged[0]
-            self._install(path, key)
-            staged.pop(0)
-
-    def _install(self, scratch: Path, key: str) -> None:
-        """Put a durable scratch file in the place of ``key``'s file."""
-        name = key.rpartition("/")[2]
-        for attempt in (1, 2):
-            target = self._folder(key) / name
-            try:
-                if self._exchanges and _is_plain_file(target):
-                    if exchange(scratch, target):  # the scratch name now holds the old file
-                        self._scratch.give_back(scratch, published=True)
-                        return
-                    self._exchanges = False
-                os.replace(scratch, target)
-                return
-            except FileNotFoundError:  # the folder was removed since it was remembered
-                self._folders.pop(key.rpartition("/")[0], None)
-                if attempt == 2:
-                    raise
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                # The folder is another filesystem mounted inside the root: write it there.
-                self._write(target.parent, name, scratch.read_bytes())
-                self._scratch.give_back(scratch, published=False)
-                return
-
-    def _write_large(self, key: str, data: bytes) -> None:
-        try:
-            self._write(self._folder(key), key.rpartition("/")[2], data)
-        except FileNotFoundError:  # the folder was removed since it was remembered
-            self._folders.pop(key.rpartition("/")[0], None)
-            self._write(self._folder(key), key.rpartition("/")[2], data)
-
-    @staticmethod
-    def _write(folder: Path, name: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -164,11 +79,9 @@ class LocalStorage:
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root
-        for dirpath, dirs, files in os.walk(base):
-            if dirpath == str(base) and SCRATCH_DIR in dirs:
-                dirs.remove(SCRATCH_DIR)
+        for dirpath, _dirs, files in os.walk(base):
             for name in files:
-                if name.startswith(".tmp-"):
+                if name.startswith(TEMP_PREFIX):
                     continue
                 key = Path(dirpath, name).relative_to(base).as_posix()
                 if key.startswith(prefix):
@@ -193,21 +106,26 @@ class LocalStorage:
             raise StorageError(f"storage root {self.root}: {exc.strerror or exc}") from exc
 
 
-def _overwrite(fd: int, data: bytes) -> None:
-    """Make the open file hold exactly ``data`` (rewriting in place keeps its blocks)."""
-    view, offset = memoryview(data), 0
-    while offset < len(data):
-        offset += os.pwrite(fd, view[offset:], offset)
-    os.ftruncate(fd, len(data))
-
-
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
-
-
-def _is_plain_file(path: Path) -> bool:
+def _replace(folder: Path, name: str, data: bytes) -> None:
+    """Write ``data`` to a durable temporary file in ``folder`` and rename it to ``name``;
+    on any failure the temporary file is removed and the old file is untouched."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".part")
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames into ``folder`` durable (a rename is a change of the folder)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
