@@ -13,8 +13,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync import writegate
-
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -42,8 +40,6 @@ def make_engine(url: str) -> Engine:
         args = {"timeout": 30, "check_same_thread": False}
         if path := sqlite_file(url):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # Writers of every process queue at the gate, not in SQLite's busy handler.
-            args["factory"] = writegate.connection_class(writegate.gate_for(path))
         engine = create_engine(url, connect_args=args)
         event.listen(engine, "connect", _tune_sqlite)
         return engine

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -290,22 +290,23 @@ def test_rebuild_cli_restores_deleted_exports(runtime, tmp_path):
 
 def test_storage_is_written_while_no_database_write_is_open(tmp_path, sqlite_url, redis_url):
     """Task files, export files and aggregates go to storage before the statements that
-    record them: receivers never wait on SQLite's write lock (the gate) for a storage write."""
+    record them: receivers never wait on SQLite's write lock for a storage write."""
     rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url, export_formats=FORMATS))
     set_runtime(rt)
-    gate = sqlite_url.split("///", 1)[1] + "-gate"
+    path = sqlite_url.split("///", 1)[1]
     seen: list[bool] = []
     put_many = rt.storage.put_many
 
     def put_many_checking(items):
-        fd = os.open(gate, os.O_RDWR)
+        probe = sqlite3.connect(path, timeout=0, isolation_level=None)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            probe.execute("BEGIN IMMEDIATE")  # fails at once while anyone holds the lock
+            probe.execute("ROLLBACK")
             seen.append(True)
-        except BlockingIOError:
+        except sqlite3.OperationalError:
             seen.append(False)
         finally:
-            os.close(fd)
+            probe.close()
         put_many(items)
 
     rt.storage.put_many = put_many_checking
