@@ -55,15 +55,14 @@ def _a_tasks(count: int) -> list[dict]:
 
 
 def _record(rt: Runtime, body: dict, project_id: int) -> None:
-    with rt.sessions() as session:
-        inbox.record(
-            session,
-            action=body["action"],
-            project_id=project_id,
-            body=orjson.dumps(body),
-            key=None,
-            status=inbox.PENDING,
-        )
+    inbox.record(
+        rt.engine,
+        action=body["action"],
+        project_id=project_id,
+        body=orjson.dumps(body),
+        key=None,
+        status=inbox.PENDING,
+    )
     jobs.request_drain(rt.redis, rt.settings.queue_name, project_id)
 
 

@@ -98,16 +98,15 @@ def quarantine(
     action = body.get("action") if isinstance(body, dict) else None
     project_id = project_of(body, url_project) if isinstance(body, dict) else url_project
     kept = prune(body, QUARANTINE_DEPTH)  # too deep to re-serialise otherwise
-    with rt.sessions() as session:
-        recorded = inbox.record(
-            session,
-            action=action if isinstance(action, str) and ACTION.fullmatch(action) else "?",
-            project_id=project_id,
-            body=orjson.dumps(kept),
-            key="rej:" + inbox.delivery_key(raw, None, url_project),
-            status=inbox.REJECTED,
-            errors=[i.as_dict() for i in issues],
-        )
+    recorded = inbox.record(
+        rt.engine,
+        action=action if isinstance(action, str) and ACTION.fullmatch(action) else "?",
+        project_id=project_id,
+        body=orjson.dumps(kept),
+        key="rej:" + inbox.delivery_key(raw, None, url_project),
+        status=inbox.REJECTED,
+        errors=[i.as_dict() for i in issues],
+    )
     return recorded.delivery_id
 
 

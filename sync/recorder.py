@@ -7,9 +7,9 @@ round trip for many deliveries; idle, a delivery is written at once (nothing wai
 batch). A request is answered only after its own commit: durability is unchanged.
 
 Requests still being parsed and checked are counted (:meth:`GroupRecorder.arriving`): the
-writer waits for them, at most ``GATHER_S``, before it writes. Without that wait, measured
-here, batches under full load were mostly of one delivery (a write is shorter than the
-interval between deliveries of one process), each paying its own commit and Redis round trip.
+writer waits for them, at most ``GATHER_S``, before it writes. Without that wait,
+batches under full load would mostly hold one delivery (a write is shorter than the interval
+between deliveries of one process), each paying its own commit and Redis round trip.
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from sync import db, inbox, jobs
+from sync import inbox, jobs
 
 log = logging.getLogger("annosync.recorder")
 MAX_BATCH = 128
 GATHER_S = 0.002
-HOLD_IDLE_S = 1.0  # the writer keeps its connection while deliveries come at least this often
 
 
 class _Waiting:
@@ -50,8 +49,7 @@ class GroupRecorder:
         self._queue: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._owner: int | None = None  # the pid whose writer thread runs (forks need their own)
-        self._engine = db.make_engine(rt.settings.database_url)
-        self._conn = None  # the writer thread's pooled connection, held while busy
+        self._engine = rt.engine
         self._arriving = 0  # requests between arriving() and their answer
         self._count_lock = threading.Lock()
 
@@ -91,7 +89,6 @@ class GroupRecorder:
         with self._lock:
             if self._owner != os.getpid():
                 self._queue = queue.SimpleQueue()
-                self._conn = None  # a parent's connection is not this process's to use
                 threading.Thread(target=self._write_forever, name="recorder", daemon=True).start()
                 self._owner = os.getpid()
 
@@ -102,12 +99,7 @@ class GroupRecorder:
 
     def _gather(self, pending: queue.SimpleQueue) -> list[_Waiting]:
         """What is waiting, plus what requests in flight bring within ``GATHER_S``."""
-        try:
-            first = pending.get(timeout=HOLD_IDLE_S if self._conn is not None else None)
-        except queue.Empty:  # idle: give the connection back to the pool until work comes
-            self._release()
-            first = pending.get()
-        batch = [first]
+        batch = [pending.get()]
         deadline = None
         while len(batch) < MAX_BATCH:
             try:
@@ -129,7 +121,7 @@ class GroupRecorder:
         happened to it (a failed transaction recorded none of them)."""
         try:
             try:
-                results = self._insert([w.row for w in batch])
+                results = inbox.record_many(self._engine, [w.row for w in batch])
                 for waiting, result in zip(batch, results, strict=True):
                     waiting.result = result
             except Exception as exc:
@@ -151,40 +143,9 @@ class GroupRecorder:
 
     def _write_alone(self, waiting: _Waiting) -> None:
         try:
-            waiting.result = self._insert([waiting.row])[0]
+            waiting.result = inbox.record_many(self._engine, [waiting.row])[0]
         except Exception as exc:  # this request answers for itself (503)
             waiting.error = exc
-
-    def _insert(self, rows: list[dict[str, Any]]) -> list[inbox.Recorded]:
-        """Insert through the writer's own connection, held across batches. A held one that
-        fails is dropped and the batch tried once more on a fresh (pinged) connection: a held
-        connection can go stale (database restarted) where a checkout would have noticed."""
-        held = self._conn is not None
-        try:
-            return self._insert_once(rows)
-        except DBAPIError:
-            if not held:
-                raise
-            return self._insert_once(rows)
-
-    def _insert_once(self, rows: list[dict[str, Any]]) -> list[inbox.Recorded]:
-        if self._conn is None:
-            self._conn = inbox.writer_connection(self._engine)
-        try:
-            return inbox.insert_many(self._engine, rows, self._conn)
-        except Exception:
-            # Whatever failed, a transaction may be open on it with some rows inserted: never
-            # reuse it (the next commit would record rows whose requests were answered 503).
-            conn, self._conn = self._conn, None
-            conn.invalidate()
-            raise
-
-    def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        try:
-            conn.close()  # back to the pool
-        except Exception as exc:  # a broken connection: the pool replaces it
-            log.debug("releasing the recorder's connection: %s", exc)
 
     def _request_drains(self, projects: set[int | None]) -> None:
         for project_id in projects:

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from redis import Redis
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings, SettingsError, load_settings
-from sync.db import session_factory
+from sync.db import make_engine, session_factory
 from sync.exporters import exporter_names
 from sync.labelstudio import LabelStudioClient
 from sync.storage import StorageBackend, open_storage
@@ -29,6 +30,10 @@ class Runtime:
                 f"ANNOSYNC_EXPORT_FORMATS: unknown format {unknown[0]!r}; "
                 f"known: {', '.join(exporter_names())}"
             )
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -97,15 +97,14 @@ def test_no_hostile_project_crashes_its_drain(fuzz_runtime, config, tasks):
             for n, (data, results) in enumerate(tasks)
         ],
     }
-    with rt.sessions() as session:
-        inbox.record(
-            session,
-            action="TASKS_CREATED",
-            project_id=project_id,
-            body=orjson.dumps(body),
-            key=None,
-            status=inbox.PENDING,
-        )
+    inbox.record(
+        rt.engine,
+        action="TASKS_CREATED",
+        project_id=project_id,
+        body=orjson.dumps(body),
+        key=None,
+        status=inbox.PENDING,
+    )
     jobs.drain_project(project_id)  # raising here is the failure
     exports.write_aggregates(rt, project_id)
     with rt.sessions() as session:

@@ -289,12 +289,11 @@ def test_cli_resync_errors_are_one_line(tmp_path, sqlite_url, redis_url):
     ]
 
 
-def _record_a_delivery(sessions, key: str, recorded: threading.Event) -> None:
-    """What a receiver does with a delivery (in its own session), then ``recorded`` is set."""
-    with sessions() as other:
-        inbox.record(
-            other, action="ANNOTATION_UPDATED", project_id=1, body=b"{}", key=key, status="pending"
-        )
+def _record_a_delivery(engine, key: str, recorded: threading.Event) -> None:
+    """What a receiver does with a delivery (in its own transaction), then ``recorded`` is set."""
+    inbox.record(
+        engine, action="ANNOTATION_UPDATED", project_id=1, body=b"{}", key=key, status="pending"
+    )
     recorded.set()
 
 
@@ -312,7 +311,7 @@ def test_a_pull_commits_as_it_goes_so_deliveries_are_recorded_meanwhile(database
     recorded = threading.Event()
 
     def receive() -> None:
-        _record_a_delivery(sessions, "during-the-pull", recorded)
+        _record_a_delivery(db.make_engine(database_url), "during-the-pull", recorded)
 
     def snapshot():
         for n, task in enumerate(tasks, 1):
@@ -350,7 +349,7 @@ def test_a_dry_run_pull_on_sqlite_leaves_the_database_to_the_receivers(
     recorded = threading.Event()
 
     def receive() -> None:
-        _record_a_delivery(rt.sessions, "during-the-dry-run", recorded)
+        _record_a_delivery(rt.engine, "during-the-dry-run", recorded)
 
     compare = resync_module._reconcile_storage
 
