@@ -115,7 +115,6 @@ def _run(base: str, secret: str, n: int, data_dir: Path, redis: Redis) -> dict:
         "receive_max_ms": round(latencies[-1], 2),
         "send_rate_per_s": round(n / sent_s, 1),
         "all_applied_after_s": round(drained_s, 2),
-        "drain_jobs": int(redis.get("annosync:stats:drain-jobs") or 0),
     }
 
 

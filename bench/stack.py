@@ -52,20 +52,30 @@ def wait_ready(url: str, timeout_s: float = 30) -> None:
 
 
 @contextmanager
-def database(kind: str, tmp: Path, pg_admin: str | None = None):
-    """A migrated database URL: ``sqlite`` (a file) or ``postgresql`` (created, dropped, on
-    the server of ``pg_admin``, default ``ANNOSYNC_TEST_PG_URL``)."""
+def database(kind: str, tmp: Path, pg_admin: str | None = None, tree: Path = ROOT):
+    """A database URL migrated by the code of ``tree``: ``sqlite`` (a file) or
+    ``postgresql`` (created, dropped, on the server of ``pg_admin``, default
+    ``ANNOSYNC_TEST_PG_URL``)."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp}/bench.db"
-        db.upgrade(url)
+        migrate(url, tree)
         yield url
         return
-    with fresh_pg_database(pg_admin or PG_ADMIN, "annosync_bench") as url:
+    with fresh_pg_database(pg_admin or PG_ADMIN, "annosync_bench", tree) as url:
         yield url
+
+
+def migrate(url: str, tree: Path = ROOT) -> None:
+    """Bring ``url`` to the newest schema of the code in ``tree``."""
+    if tree == ROOT:
+        db.upgrade(url)
+        return
+    code = "import sys; from sync import db; db.upgrade(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, url], cwd=tree, check=True)
 
 
 @contextmanager
-def fresh_pg_database(admin_url: str, prefix: str):
+def fresh_pg_database(admin_url: str, prefix: str, tree: Path = ROOT):
     """A new, migrated PostgreSQL database (its URL), dropped afterwards, for a benchmark
     run or a test session."""
     from sqlalchemy import create_engine, text
@@ -79,7 +89,7 @@ def fresh_pg_database(admin_url: str, prefix: str):
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
-        db.upgrade(url)
+        migrate(url, tree)
         yield url
     finally:
         db.make_engine(url).dispose()
@@ -121,8 +131,8 @@ def redis_server(tmp: Path, private: bool = False):
 class Stack:
     """Handles of a running stack."""
 
-    def __init__(self, base: str, env: dict, bucket: Path, redis_url: str):
-        self.base, self.env, self.bucket = base, env, bucket
+    def __init__(self, base: str, env: dict, bucket: Path, redis_url: str, tree: Path = ROOT):
+        self.base, self.env, self.bucket, self.tree = base, env, bucket, tree
         self.redis = Redis.from_url(redis_url)
         self.workers: list[subprocess.Popen] = []
 
@@ -133,7 +143,7 @@ class Stack:
                 subprocess.Popen(
                     [sys.executable, "-m", "sync.cli", "worker"],
                     env=self.env,
-                    cwd=ROOT,
+                    cwd=self.tree,
                     stdout=sink,
                     stderr=subprocess.STDOUT,
                 )
@@ -157,13 +167,14 @@ def stack(
     extra_env: dict | None = None,
     server: str = "waitress",
     pg_admin: str | None = None,
+    tree: Path = ROOT,
 ):
     """The receiver on ``server`` (gunicorn: ``receivers`` processes) plus ``workers`` RQ
-    workers."""
+    workers, running the code of ``tree`` (a checkout of annosync; default: this one)."""
     tmp = Path(tempfile.mkdtemp(prefix="annosync-bench-"))
     try:
         with (
-            database(kind, tmp, pg_admin) as url,
+            database(kind, tmp, pg_admin, tree) as url,
             redis_server(tmp, private_redis) as (redis_url, rs),
         ):
             port = launcher.free_port()
@@ -181,9 +192,9 @@ def stack(
             command = servers.command(server, port, workers=receivers)
             sink = _log_sink("receiver")
             receiver = subprocess.Popen(
-                command, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT
+                command, env=env, cwd=tree, stdout=sink, stderr=subprocess.STDOUT
             )
-            handle = Stack(f"http://127.0.0.1:{port}", env, tmp / "bucket", redis_url)
+            handle = Stack(f"http://127.0.0.1:{port}", env, tmp / "bucket", redis_url, tree)
             handle.redis_server = rs
             try:
                 wait_ready(handle.base + "/readyz")

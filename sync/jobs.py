@@ -38,7 +38,6 @@ FLAG_TTL_S = 30
 LINGER_S = 0.025
 STALE_S = 10.0  # pending this long: the sweep queues a drain even if one seems queued
 NO_PROJECT = 0  # queue key for deliveries that name no project
-STATS_JOBS = "annosync:stats:drain-jobs"
 
 
 def _unit(project_key: int) -> str:
@@ -95,7 +94,6 @@ def drain_project(project_key: int) -> dict[str, Any]:
     """
     rt = current_runtime()
     redis = rt.worker_redis
-    redis.incr(STATS_JOBS)
     project_id = None if project_key == NO_PROJECT else project_key
     applied = written = 0
     step = STOP

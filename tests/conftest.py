@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from werkzeug.serving import make_server
 from bench.stack import fresh_pg_database
 from config.settings import load_settings
 from handlers.app import create_app
-from sync import db, launcher
+from sync import db, jobs, launcher
 from sync.runtime import Runtime, set_runtime
 
 # boto3 talks only to the test S3 server; never let real credentials near it.
@@ -224,6 +225,21 @@ def receiver(runtime):
     r = Receiver(runtime)
     yield r
     r.close()
+
+
+@pytest.fixture
+def drain_jobs(monkeypatch) -> list[int]:
+    """The project keys of the drain jobs run from now on (workers of this process)."""
+    started: list[int] = []
+    drain = jobs.drain_project
+
+    @functools.wraps(drain)  # enqueued by name: RQ finds this under drain's own name
+    def counted(project_key: int):
+        started.append(project_key)
+        return drain(project_key)
+
+    monkeypatch.setattr(jobs, "drain_project", counted)
+    return started
 
 
 def run_worker(rt: Runtime) -> None:
