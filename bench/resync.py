@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from config.settings import load_settings  # noqa: E402
 from sync import db, events, jobs  # noqa: E402
-from sync.resync import resync_project  # noqa: E402
+from sync.reconcile import resync_project  # noqa: E402
 from sync.runtime import Runtime  # noqa: E402
 
 HOOKS = ROOT / "tests/fixtures/label-studio/webhooks"

@@ -89,7 +89,6 @@ def populate(rt, n: int) -> None:
                         "updated_at": task["updated_at"],
                         "deleted": False,
                         "version": 1,
-                        "written_version": 0,
                         "dirty": True,
                     }
                 )
@@ -114,8 +113,8 @@ def one(n: int) -> dict:
     from redis import Redis
 
     from config.settings import load_settings
-    from sync import db, exports, intake, jobs, task_outputs
-    from sync.recorder import GroupRecorder
+    from sync import admission, db, exports, jobs, task_outputs
+    from sync.group_commit import GroupCommit
     from sync.runtime import Runtime, set_runtime
 
     tmp = tempfile.mkdtemp()
@@ -156,7 +155,7 @@ def one(n: int) -> dict:
     label = Path(tmp) / "bucket/exports/1/yolo/labels" / f"{target}__{target}.txt"
     raw = orjson.dumps(body)
     start = time.perf_counter()
-    intake.accept(GroupRecorder(rt), intake.parse(raw), raw, 1)
+    admission.accept(GroupCommit(rt), admission.parse(raw), raw, 1)
     jobs.drain_project(1)
     per_task = time.perf_counter() - start
     assert label.read_text().startswith("0 "), "the label file was not updated"

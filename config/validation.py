@@ -91,7 +91,7 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-def _is_id(value: Any) -> bool:
+def is_id(value: Any) -> bool:
     return type(value) is int and 0 < value < 2**63
 
 
@@ -104,7 +104,7 @@ def task_shape_problem(task: Any) -> str | None:
     """
     if not isinstance(task, dict):
         return "$: is not an object"
-    if not _is_id(task.get("id")):
+    if not is_id(task.get("id")):
         return "id: must be a positive integer"
     if not isinstance(task.get("data", {}), dict):
         return "data: must be an object"
@@ -113,7 +113,7 @@ def task_shape_problem(task: Any) -> str | None:
         if not isinstance(items, list):
             return f"{key}: must be a list"
         for n, annotation in enumerate(items):
-            if not isinstance(annotation, dict) or not _is_id(annotation.get("id")):
+            if not isinstance(annotation, dict) or not is_id(annotation.get("id")):
                 return f"{key}[{n}].id: must be a positive integer"
             if not isinstance(annotation.get("result", []), list):
                 return f"{key}[{n}].result: must be a list"

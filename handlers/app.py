@@ -8,7 +8,7 @@ from config.settings import Settings
 from handlers import api, health, webhooks
 from handlers.errors import IdConverter, register_error_handlers
 from sync.archives import ArchivePool
-from sync.recorder import GroupRecorder
+from sync.group_commit import GroupCommit
 from sync.runtime import Runtime
 
 
@@ -18,7 +18,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
     runtime = runtime or Runtime(settings)
     app.config["RUNTIME"] = runtime
-    app.config["RECORDER"] = GroupRecorder(runtime)
+    app.config["RECORDER"] = GroupCommit(runtime)
     app.config["ARCHIVES"] = ArchivePool(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

@@ -9,6 +9,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import BaseConverter
 
+from sync.errors import Unavailable
+
 log = logging.getLogger("annosync.http")
 
 
@@ -59,6 +61,13 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
         return error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Unavailable)
+    def _unavailable(exc: Unavailable):
+        log.error("service unavailable: %s", type(exc).__name__)
+        response = error(503, "unavailable", "a service annosync needs is unavailable; retry")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

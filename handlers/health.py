@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
-from sqlalchemy import text
+
+from sync import readiness
 
 bp = Blueprint("health", __name__)
 
@@ -15,26 +16,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    rt = current_app.config["RUNTIME"]
-    checks = {
-        "database": _check(lambda: _db(rt)),
-        "redis": _check(rt.redis.ping),
-        "storage": _check(rt.storage.check),
-    }
+    checks = readiness.checks(current_app.config["RUNTIME"])
     ready = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), (
         200 if ready else 503
     )
-
-
-def _db(rt) -> None:
-    with rt.sessions() as session:
-        session.execute(text("SELECT 1"))
-
-
-def _check(probe) -> str:
-    try:
-        probe()
-    except Exception as exc:
-        return f"error: {type(exc).__name__}"
-    return "ok"

@@ -76,7 +76,7 @@ def build_server(settings: Settings, host: str, port: int):
     options["connection_limit"] = raise_open_file_limit(options["connection_limit"])
     app = create_app(settings)
     # The first deliveries after a (re)start must not pay for compiling schemas and
-    # connecting (measured ~300 ms, queueing those behind them).
+    # connecting (~300 ms, during which later deliveries would queue behind them).
     validation.warm()
     app.config["RECORDER"].warm()
     return create_server(app, host=host, port=port, **options)

@@ -2,7 +2,7 @@
 
 Order of checks: secret (401) → content type (415) → size (413) → signature over the raw
 bytes (401) → JSON (400) → secrets stripped → size limits, schema, content limits (400, quarantined;
-:func:`sync.intake.issues`) → durable
+:func:`sync.admission.issues`) → durable
 record (503 if impossible) → queue → 202. Secrets are gone before anything is validated, so
 no answer, error text or quarantined body can hold one.
 """
@@ -13,12 +13,12 @@ import logging
 
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import SQLAlchemyError
 
 from config.validation import Issue
 from handlers.auth import GITHUB, secret_matches, verified_scheme
 from handlers.errors import error
-from sync import intake
+from sync import admission
+from sync.errors import Unavailable
 
 log = logging.getLogger("annosync.webhooks")
 bp = Blueprint("webhooks", __name__)
@@ -48,18 +48,18 @@ def _receive(rt, project_id: int | None):
     if not shared and scheme is None:
         return _unauthorized(settings)  # the raw bytes are verified before any parsing
     try:
-        body = intake.parse(raw)
+        body = admission.parse(raw)
     except orjson.JSONDecodeError as exc:
         return error(400, "invalid_json", f"body is not JSON: {exc}")
-    if issues := intake.issues(body, raw, settings, project_id):
+    if issues := admission.issues(body, raw, settings, project_id):
         return _reject(rt, body, raw, project_id, issues)
     # X-Hub-Signature-256 signs neither an id nor a time: a replay may carry any webhook-id,
     # so such deliveries are told apart by their body and URL only.
     webhook_id = None if scheme == GITHUB else request.headers.get("webhook-id")
     try:
         recorder = current_app.config["RECORDER"]
-        recorded = intake.accept(recorder, body, raw, project_id, webhook_id)
-    except SQLAlchemyError as exc:
+        recorded = admission.accept(recorder, body, raw, project_id, webhook_id)
+    except Unavailable as exc:
         log.error("cannot record delivery: %s", exc.__class__.__name__)
         response = error(503, "unavailable", "cannot record the delivery now; retry")
         response.headers["Retry-After"] = "5"
@@ -82,8 +82,8 @@ def _too_large(limit: int):
 def _reject(rt, body, raw: bytes, project_id: int | None, issues: list[Issue]):
     detail = [i.as_dict() for i in issues]
     try:
-        quarantined = intake.quarantine(rt, body, raw, project_id, issues)
-    except SQLAlchemyError:
+        quarantined = admission.quarantine(rt, body, raw, project_id, issues)
+    except Unavailable:
         quarantined = None
     response = jsonify({"error": "invalid_payload", "detail": detail, "quarantine_id": quarantined})
     response.status_code = 400

@@ -23,6 +23,7 @@ from typing import IO
 from config.settings import Settings
 from sync import documents, exports
 from sync.convert import render_into
+from sync.errors import Busy
 from sync.exporters import get_exporter
 from sync.limits import Limits
 from sync.runtime import Runtime
@@ -31,7 +32,7 @@ CHILD_NICENESS = 10
 _child_runtime: Runtime | None = None
 
 
-class ExportsBusy(Exception):
+class ExportsBusy(Busy):
     """Every export worker is busy; the message says when to retry."""
 
 

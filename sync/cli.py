@@ -15,15 +15,16 @@ from pathlib import Path
 
 import orjson
 from redis.exceptions import RedisError
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from rq import SimpleWorker
+from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings, SettingsError, load_settings, settings_markdown
 from sync import (
+    admission,
     convert,
     db,
     exports,
     inbox,
-    intake,
     jobs,
     launcher,
     status,
@@ -31,20 +32,19 @@ from sync import (
     sweeper,
     task_outputs,
 )
+from sync.errors import AnnosyncError, DatabaseUnavailable, InvalidInput
 from sync.exporters import exporter_names
 from sync.exporters.capabilities import list_formats
-from sync.labelstudio import LabelStudioError
 from sync.limits import Limits
-from sync.locks import ProjectBusy, ProjectLock
+from sync.locks import ProjectLock
 from sync.logs import configure_logging
 from sync.models import Delivery
 from sync.progress import Progress
-from sync.resync import ResyncError, resync_project
+from sync.reconcile import resync_project
 from sync.runtime import Runtime, set_runtime
-from sync.storage import StorageError
 
 
-class UsageError(Exception):
+class UsageError(InvalidInput):
     """Bad input from the user (exit 2)."""
 
 
@@ -132,16 +132,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _start_when_database_answers(rt: Runtime) -> None:
-    """Check the schema and sweep once. A worker started while the database restarts waits
-    for it (measured: both workers of a stack exited when PostgreSQL stopped as they started,
-    leaving every later delivery pending); a schema that is not current still stops it."""
+    """Check the schema and sweep once. A worker started while the database is unavailable
+    waits for it (a worker that exited instead would leave every later delivery pending);
+    a schema that is not current still stops it."""
     delay = 0.5
     while True:
         try:
             _require_current_schema(rt.settings)
             sweeper.sweep(rt, min_age_s=0)
             return
-        except OperationalError as exc:
+        except DatabaseUnavailable as exc:
             logging.getLogger("annosync.worker").warning(
                 "database unavailable (%s); retrying in %.1f s", str(exc).splitlines()[0], delay
             )
@@ -157,8 +157,6 @@ MAINTENANCE_S = 15
 def _work_through_outages(queues: list[str], rt: Runtime, burst: bool) -> None:
     """Run the RQ worker; if Redis goes away under it, wait and start a new one instead of
     exiting (the inbox keeps what is owed, the sweep queues it again once Redis is back)."""
-    from rq import SimpleWorker
-
     launcher.scheduler_dies_with_its_worker()
     delay = 0.5
     while True:
@@ -217,7 +215,7 @@ def cmd_deliveries_replay(args: argparse.Namespace) -> int:
             row = session.get(Delivery, delivery_id)
             if row is None:
                 refused.append(f"no delivery {delivery_id}")
-            elif found := intake.readmit(row, rt.settings):
+            elif found := admission.readmit(row, rt.settings):
                 problem = f"{found[0].path}: {found[0].message}"
                 refused.append(f"delivery {delivery_id} is still invalid: {problem}")
             else:
@@ -414,17 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SettingsError, UsageError, convert.ConvertError) as exc:
+    except (SettingsError, InvalidInput) as exc:  # the user's input: exit 2
         print(f"annosync: {exc}", file=sys.stderr)
         return 2
-    except (
-        launcher.LaunchError,
-        ResyncError,
-        ProjectBusy,
-        StorageError,
-        LabelStudioError,
-        RedisError,
-    ) as exc:
+    except (AnnosyncError, RedisError) as exc:
         print(f"annosync: {exc}", file=sys.stderr)
         return 1
     except SQLAlchemyError as exc:

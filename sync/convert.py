@@ -20,16 +20,18 @@ import orjson
 
 from config.validation import task_shape_problem
 from sync.documents import encode_task
+from sync.errors import InvalidInput
 from sync.exporters import ExportContext, get_exporter, render_checked
+from sync.exporters.base import DEFAULT_SPLIT
 from sync.exporters.capabilities import unfit_reason
-from sync.exporters.regions import DEFAULT_SPLIT, context_from_config
+from sync.exporters.classes import context_from_config
 from sync.jsonstream import JSONStreamError, iter_array
 from sync.labelconfig import LabelConfigError, parse_label_config
 from sync.limits import Limits
 from sync.storage import check_key
 
 
-class ConvertError(ValueError):
+class ConvertError(InvalidInput):
     """Bad input for a conversion (exit 2); the message is one line."""
 
 

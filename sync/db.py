@@ -11,7 +11,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from sync.errors import DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -40,12 +44,32 @@ def make_engine(url: str) -> Engine:
         args = {"timeout": 30, "check_same_thread": False}
         if path := sqlite_file(url):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args=args)
+        engine = create_engine(url, connect_args=args, hide_parameters=True)
         event.listen(engine, "connect", _tune_sqlite)
-        return engine
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 5}
-    )
+    else:
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"connect_timeout": 5},
+            hide_parameters=True,  # parameters hold payloads (and their secrets): never logged
+        )
+    event.listen(engine, "handle_error", _translate)
+    return engine
+
+
+def _translate(context: ExceptionContext) -> None:
+    """Raise :class:`DatabaseUnavailable` for an outage (connection refused or lost, the
+    database locked past the busy timeout, a statement cut off); other database errors
+    (constraint violations…) stay SQLAlchemy's: they are bugs or handled where they occur.
+    SQLAlchemy has already invalidated a lost connection when this runs."""
+    if context.is_pre_ping:  # the pool replaces a connection that failed its ping itself
+        return
+    error = context.sqlalchemy_exception
+    if context.is_disconnect or isinstance(error, (OperationalError, InterfaceError)):
+        first_line = str(context.original_exception).splitlines()[0][:200] if error else ""
+        raise DatabaseUnavailable(f"database unavailable: {first_line}") from error
 
 
 def sqlite_file(url: str) -> str | None:

@@ -17,13 +17,14 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from sync import store
+from sync.errors import AnnosyncError
 from sync.labelconfig import LabelConfigError, parse_label_config
 from sync.limits import Limits, parsed_config_issues
 from sync.models import Project, Task
 from sync.payloads import normalise_ts, storable
 
 
-class ApplyError(Exception):
+class ApplyError(AnnosyncError):
     """A delivery cannot be applied as it stands (kept as failed, replayable)."""
 
 
@@ -203,7 +204,6 @@ def _new_task_row(task: dict[str, Any], project_id: int | None, seq: int | None)
         "updated_at": normalise_ts(task.get("updated_at")),
         "deleted": False,
         "version": 1,
-        "written_version": 0,
         "dirty": True,
         "born": seq,
     }

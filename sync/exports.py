@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from sync import backoff
 from sync.exporters import ExportContext, get_exporter
 from sync.exporters.capabilities import unfit_reason
-from sync.exporters.regions import context_from_config
+from sync.exporters.classes import context_from_config
 from sync.locks import ProjectLock
 from sync.models import Annotation, ExportFragment, Project, Task
 from sync.runtime import Runtime, current_runtime

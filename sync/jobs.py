@@ -19,15 +19,16 @@ import orjson
 from redis import Redis
 from rq import Queue, Retry
 from sqlalchemy import Row
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from sync import backoff, db, documents, events, exports, inbox, store, task_outputs
+from sync.errors import DatabaseUnavailable
 from sync.labelstudio import LabelStudioError
 from sync.limits import Limits
 from sync.locks import ProjectLock
 from sync.payloads import is_payloadless
-from sync.reconcile import pull_project
+from sync.pull import pull_project
 from sync.runtime import Runtime, current_runtime
 
 log = logging.getLogger("annosync.jobs")
@@ -237,7 +238,7 @@ def _apply_batch(session: Session, batch: list, options, max_attempts: int, skip
         session.flush()
         inbox.mark_applied(session, [delivery.id for delivery in batch])
         return len(batch)
-    except OperationalError:
+    except DatabaseUnavailable:
         raise  # the database itself is in trouble: let RQ retry the whole job
     except Exception as exc:
         log.info("a delivery of the batch failed (%s); applying one at a time", _describe(exc))
@@ -262,7 +263,7 @@ def _apply_one(session: Session, delivery: Row, options, max_attempts: int) -> b
         inbox.mark_applied(session, [delivery.id])
         savepoint.commit()
         return True
-    except OperationalError:
+    except DatabaseUnavailable:
         raise  # the database itself is in trouble: let RQ retry the whole job
     except Exception as exc:  # one bad delivery must not block the others
         savepoint.rollback()
@@ -302,9 +303,9 @@ def write_dirty_tasks(
         if project_id is not None and exports.needs_full_rebuild(session, project_id):
             task_outputs.rebuild_project(rt, project_id)
             written = -1  # aggregates are owed even if no task file changes
-        # Measured: 500 new tasks take ~1.6 s to write with three formats; 100 keep another
-        # project's wait for its own drain well under a second. Once others wait, one small
-        # batch is written and the drain yields, so only the first batch can be small.
+        # A batch of YIELDING_BATCH tasks keeps another project's wait for its own drain
+        # under a second (500 tasks with three formats take ~1.6 s); once others wait, one
+        # small batch is written and the drain yields (bench/fairness.py).
         asked = others_waiting is not None
         batch = YIELDING_BATCH if asked and others_waiting() else BATCH
         while tasks := store.dirty_tasks(session, project_id, batch):

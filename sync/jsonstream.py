@@ -6,11 +6,13 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from sync.errors import InvalidInput
+
 _DECODER = json.JSONDecoder()
 _WS = " \t\r\n"
 
 
-class JSONStreamError(ValueError):
+class JSONStreamError(InvalidInput):
     """The stream is not a JSON array."""
 
 

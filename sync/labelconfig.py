@@ -6,6 +6,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from sync.errors import InvalidInput
+
 #: Tags that show data (what is labelled).
 OBJECT_TAGS = frozenset(
     {
@@ -64,7 +66,7 @@ MAX_CONFIG_BYTES = 1_000_000
 CATEGORY = re.compile(r"-?[0-9]{1,18}")
 
 
-class LabelConfigError(ValueError):
+class LabelConfigError(InvalidInput):
     """The config is not parseable XML."""
 
 

@@ -14,10 +14,11 @@ from typing import Any, BinaryIO
 import orjson
 import requests
 
+from sync.errors import AnnosyncError
 from sync.jsonstream import JSONStreamError, iter_array
 
 
-class LabelStudioError(RuntimeError):
+class LabelStudioError(AnnosyncError):
     """A pull from Label Studio failed; the message is one line."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import secrets
 import shutil
@@ -13,11 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import rq.scheduler
 from redis import Redis
 from redis.exceptions import RedisError
 
+from sync.errors import AnnosyncError
 
-class LaunchError(RuntimeError):
+
+class LaunchError(AnnosyncError):
     """Something `up`/`serve` needs cannot be had; the message says what to do."""
 
 
@@ -183,8 +187,6 @@ def scheduler_dies_with_its_worker() -> None:
     its parent dies (``PR_SET_PDEATHSIG``; Linux only), which RQ's scheduler handles by
     stopping after its current pass.
     """
-    import rq.scheduler
-
     run = rq.scheduler.run
     if getattr(run, "bound_to_worker", False):
         return
@@ -201,8 +203,6 @@ def scheduler_dies_with_its_worker() -> None:
 
 def _exit_with_parent(parent: int) -> None:
     try:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (AttributeError, OSError):  # not Linux: an orphan stays, as before
         return

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from config.validation import Issue
+from sync.errors import InvalidInput
 from sync.labelconfig import LabelConfigError, parse_label_config
 
 #: Shown of a too-long label in an error (the rest is elided).
@@ -39,7 +40,7 @@ class Limits:
         )
 
 
-class LimitExceeded(ValueError):
+class LimitExceeded(InvalidInput):
     """Something is over a limit; the message names the field, the size and the limit."""
 
 

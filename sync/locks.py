@@ -11,11 +11,13 @@ import logging
 from redis import Redis
 from redis.exceptions import LockError
 
+from sync.errors import Busy
+
 log = logging.getLogger("annosync.locks")
 LOCK_TTL_S = 20
 
 
-class ProjectBusy(RuntimeError):
+class ProjectBusy(Busy):
     """Another process holds the project's lock for longer than we may wait."""
 
 

@@ -85,10 +85,10 @@ class Project(Base):
 class Task(Base):
     """A task without its annotations; ``deleted`` rows are tombstones.
 
-    ``version`` counts changes; ``written_version`` is the version last written to storage,
-    and ``dirty`` is set while storage still owes this task a write (or a delete). ``born`` is
-    the delivery id that created this incarnation of the id (None: a pull or unknown);
-    ``error`` why the task is missing from the exports (None: it is in them).
+    ``version`` counts changes, and ``dirty`` is set while storage still owes this task a
+    write (or a delete) of it. ``born`` is the delivery id that created this incarnation of
+    the id (None: a pull or unknown); ``error`` why the task is missing from the exports
+    (None: it is in them).
     """
 
     __tablename__ = "tasks"
@@ -101,7 +101,6 @@ class Task(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[str | None] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer, default=1)
-    written_version: Mapped[int] = mapped_column(Integer, default=0)
     dirty: Mapped[bool] = mapped_column(Boolean, default=True)
     born: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)

@@ -1,151 +1,187 @@
-"""Applying a full snapshot of a project (a pull) as if the missing webhooks had arrived."""
+"""Reconciliation: make the bucket equal to the store (and the store to Label Studio).
+
+Webhooks alone cannot keep a bucket right: Label Studio never retries one, sends none for
+task data edits or annotations imported with tasks, and objects can be removed behind our
+back. A resync compares every object of the project with what the store renders (presence
+and MD5), writes what is missing or different, and deletes orphans.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
-from typing import Any
+from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from config.validation import task_shape_problem
-from sync import events, inbox, store
-from sync.labelstudio import LabelStudioClient, read_export
+from sync import db, documents, store
+from sync.errors import AnnosyncError
 from sync.limits import Limits
-from sync.models import Annotation, Task
-from sync.payloads import now_ts, strip_secrets
+from sync.locks import ProjectLock
+from sync.models import Task
+from sync.pull import SnapshotResult, pull_project
+from sync.runtime import Runtime
 
-#: Tasks applied per transaction by a pull that commits as it goes (~0.3 s of SQLite's write
-#: lock here, well inside the receivers' wait).
-SNAPSHOT_CHUNK = 500
+BATCH = 500
+_TASK_KEY = re.compile(r"^tasks/(\d{1,19})\.json$")
+
+
+class ResyncError(AnnosyncError):
+    """A resync could not run (the message is one line)."""
 
 
 @dataclass
-class SnapshotResult:
-    """What applying a snapshot changed."""
+class ResyncSummary:
+    """What a resync changed (or, in a dry run, would change)."""
 
-    tasks_seen: int = 0
-    tasks_invalid: int = 0
-    tasks_deleted: int = 0
-    annotations_deleted: int = 0
+    project: int
+    written: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    dry_run: bool = False
+    pulled: SnapshotResult | None = None
+    retried: int = 0  # tasks that could not be exported, to be tried again
 
-
-def pull_project(
-    client: LabelStudioClient,
-    session: Session,
-    project_id: int,
-    limits: Limits | None = None,
-    commit: bool = True,
-) -> SnapshotResult:
-    """Pull the project's full state from Label Studio and apply it.
-
-    The export is spooled to a temporary file first, so no database transaction is held
-    open across the network and memory stays bounded by one task. With ``commit`` the tasks
-    are committed a chunk at a time (see :func:`apply_snapshot`); without, nothing is.
-    """
-    started = now_ts()
-    project = strip_secrets({"project": client.project(project_id)})["project"]
-    with tempfile.TemporaryFile() as spool:
-        client.download_export(project_id, spool)
-        spool.seek(0)
-        chunk = SNAPSHOT_CHUNK if commit else None
-        tasks = read_export(spool)
-        return apply_snapshot(session, project_id, tasks, started, project, chunk, limits)
-
-
-def apply_snapshot(
-    session: Session,
-    project_id: int,
-    tasks: Iterable[dict[str, Any]],
-    started_at: str,
-    project: dict[str, Any] | None = None,
-    commit_every: int | None = None,
-    limits: Limits | None = None,
-) -> SnapshotResult:
-    """Upsert every task and annotation of the snapshot; tombstone what it no longer has.
-
-    Only objects created before ``started_at`` (when the pull began) are deleted for being
-    absent: an annotation made while the export was being produced is not in it, but it is
-    not gone either.
-
-    ``commit_every``: commit after that many tasks, and at the end. Applying 100k tasks
-    takes 25-60 s here; in one transaction that is SQLite's write lock held past the
-    receivers' 30 s wait (every delivery meanwhile answered 503). Each chunk is true data
-    from Label Studio, so a pull that stops half-way leaves a valid state, and the next
-    pull completes it. Without it, nothing is committed (a dry run rolls back).
-    """
-    result = SnapshotResult()
-    if project is not None:
-        events.upsert_project(session, project, limits)
-    # Everything received so far is in the snapshot: a replay of an older delete must not
-    # remove what it brings back.
-    seq = inbox.last_id(session)
-    seen_tasks: set[int] = set()
-    seen_annotations: set[int] = set()
-    for chunk in _chunks(tasks, result, commit_every or SNAPSHOT_CHUNK):
-        _apply_chunk(session, chunk, project_id, seq, started_at)
-        seen_tasks.update(task["id"] for task in chunk)
-        seen_annotations.update(a["id"] for task in chunk for a in task.get("annotations") or [])
-        result.tasks_seen += len(chunk)
-        if commit_every:
-            session.commit()
-    gone = [
-        t.id
-        for t in session.execute(
-            select(Task.id, Task.created_at).where(
-                Task.project_id == project_id, Task.deleted.is_(False)
+    def line(self) -> str:
+        verb = "would write" if self.dry_run else "written"
+        gone = "would delete" if self.dry_run else "deleted"
+        text = f"project {self.project}: {verb} {self.written}, {gone} {self.deleted}, "
+        text += f"unchanged {self.unchanged}"
+        if self.retried:
+            text += f", {self.retried} unexported tasks {'to retry' if self.dry_run else 'retried'}"
+        if self.pulled:
+            text += (
+                f" (from Label Studio: {self.pulled.tasks_seen} tasks seen, "
+                f"{self.pulled.tasks_deleted} deleted, "
+                f"{self.pulled.annotations_deleted} annotations deleted"
             )
-        )
-        if t.id not in seen_tasks and (t.created_at or "") < started_at
-    ]
-    result.tasks_deleted = len(store.delete_tasks(session, gone, project_id))
-    live = session.execute(
-        select(Annotation.id, Annotation.task_id, Annotation.created_at).where(
-            Annotation.project_id == project_id, Annotation.deleted.is_(False)
-        )
+            if self.pulled.tasks_unusable:
+                text += (
+                    f"; {self.pulled.tasks_unusable} unusable tasks left out, the first: "
+                    f"{self.pulled.first_problem}"
+                )
+            text += ")"
+        return text
+
+
+def resync_project(
+    rt: Runtime,
+    project_id: int,
+    *,
+    from_labelstudio: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ResyncSummary:
+    """Reconcile one project. Holds the project's drain lock, so it is safe while webhooks
+    keep arriving: their drains wait, then apply on top of the reconciled state."""
+    if from_labelstudio and rt.labelstudio is None:
+        raise ResyncError("--from-labelstudio needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    summary = ResyncSummary(project=project_id, dry_run=dry_run)
+    private = dry_run and from_labelstudio
+    with (
+        ProjectLock(rt.worker_redis, project_id, wait_s=60) as lock,
+        _session(rt, private) as session,
+    ):
+        if from_labelstudio:
+            summary.pulled = pull_project(
+                rt.labelstudio,
+                session,
+                project_id,
+                Limits.from_settings(rt.settings),
+                commit=not dry_run,
+            )
+        _reconcile_storage(rt, session, summary, lock, progress)
+        summary.retried = store.retry_failed(session, project_id)
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    return summary
+
+
+@contextmanager
+def _session(rt: Runtime, private: bool) -> Iterator[Session]:
+    """The resync's session; with ``private``, on SQLite, one on a copy of the database.
+
+    A dry run that pulls from Label Studio writes the whole project into the store to see
+    what would change, then rolls it all back: on SQLite that is the one write lock held for
+    the whole run (minutes at 100k tasks), with every delivery meanwhile waiting, then
+    answered 503. On a copy nobody waits. PostgreSQL locks only the rows written.
+    """
+    source = db.sqlite_file(rt.settings.database_url)
+    if not (private and source):
+        with rt.sessions() as session:
+            yield session
+        return
+    with tempfile.TemporaryDirectory(prefix=".annosync-dry-run-", dir=Path(source).parent) as tmp:
+        copy = Path(tmp) / "annosync.db"
+        db.copy_sqlite(source, copy)
+        engine = db.make_engine(f"sqlite:///{copy}")
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                yield session
+        finally:
+            engine.dispose()
+
+
+def _reconcile_storage(
+    rt: Runtime, session: Session, summary: ResyncSummary, lock, progress
+) -> None:
+    listed = dict(rt.storage.list_digests("tasks/"))
+    total = session.scalar(
+        select(func.count()).where(Task.project_id == summary.project, Task.deleted.is_(False))
     )
-    stale = [
-        a.id
-        for a in live
-        if a.task_id in seen_tasks
-        and a.id not in seen_annotations
-        and (a.created_at or "") < started_at
-    ]
-    store.delete_annotations(session, stale)
-    result.annotations_deleted = len(stale)
-    if commit_every:
-        session.commit()
-    return result
-
-
-def _chunks(tasks: Iterable[dict[str, Any]], result: SnapshotResult, size: int):
-    """The usable tasks in lists of ``size`` (unusable ones are counted and skipped)."""
-
-    def usable():
+    done, last_id = 0, 0
+    while tasks := _live_tasks_after(session, summary.project, last_id):
+        annotations = documents.live_annotations(session, [t.id for t in tasks])
+        owed = []
         for task in tasks:
-            if task_shape_problem(task):
-                result.tasks_invalid += 1
+            key = documents.task_key(task.id)
+            data = documents.render_task(task, annotations[task.id])
+            if listed.pop(key, None) == hashlib.md5(data).hexdigest():
+                summary.unchanged += 1
             else:
-                yield task
+                owed.append((key, data))
+        summary.written += len(owed)
+        if not summary.dry_run:
+            rt.storage.put_many(owed)
+            # A dirty task stays owed: the drain writes it again with its export outputs,
+            # which marking it written here would leave stale for good.
+            store.mark_written(session, [(t.id, t.version) for t in tasks if not t.dirty])
+            session.commit()  # a batch at a time: SQLite's other writers wait for one batch
+        done, last_id = done + len(tasks), tasks[-1].id
+        lock.renew()
+        if progress:
+            progress(done, total)
+    for key in _orphans(session, listed):
+        summary.deleted += 1
+        if not summary.dry_run:
+            rt.storage.delete(key)
+    # Dirty tombstones stay owed too: the drain removes their export outputs as well.
 
-    found = usable()
-    while chunk := list(islice(found, size)):
-        yield chunk
+
+def _live_tasks_after(session: Session, project_id: int, last_id: int) -> list[Task]:
+    query = (
+        select(Task)
+        .where(Task.project_id == project_id, Task.deleted.is_(False), Task.id > last_id)
+        .order_by(Task.id)
+        .limit(BATCH)
+    )
+    return list(session.scalars(query))
 
 
-def _apply_chunk(session: Session, chunk: list[dict], project_id: int, seq, started_at) -> None:
-    """Upsert a chunk of tasks with a few SELECTs and one flush (measured: 1.9 ms a task
-    with a SELECT and a flush each, which held a single worker ~1 s per 500 tasks)."""
-    annotations = [a for task in chunk for a in task.get("annotations") or []]
-    loaded = store.preload(session, [{"tasks": chunk, "annotation": annotations}], tasks_too=True)
-    try:
-        with session.no_autoflush:
-            for task in chunk:
-                store.upsert_task(session, task, project_id, seq, started_at)
-        session.flush()
-    finally:
-        store.forget_preload(session)
-        del loaded
+def _orphans(session: Session, remaining: dict[str, str | None]) -> list[str]:
+    """Objects under tasks/ that no live task (of any project) owns."""
+    ids = {key: int(m.group(1)) for key in remaining if (m := _TASK_KEY.match(key))}
+    candidates = list(set(ids.values()))
+    owned: set[int] = set()
+    for start in range(0, len(candidates), BATCH):
+        chunk = candidates[start : start + BATCH]
+        query = select(Task.id).where(Task.id.in_(chunk), Task.deleted.is_(False))
+        owned.update(session.scalars(query))
+    return [key for key in remaining if ids.get(key) not in owned]

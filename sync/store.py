@@ -146,7 +146,6 @@ def upsert_task(
             updated_at=updated,
             deleted=False,
             version=1,
-            written_version=0,
             dirty=True,
             born=seq,
         )
@@ -308,7 +307,6 @@ def delete_tasks(
                     deleted=True,
                     deleted_at=stamp,
                     version=1,
-                    written_version=0,
                     dirty=True,
                     born=seq,
                 )
@@ -382,6 +380,6 @@ def mark_written(session: Session, written: list[tuple[int, int]]) -> None:
     session.execute(
         update(table)
         .where(table.c.id == bindparam("tid"), table.c.version == bindparam("ver"))
-        .values(written_version=bindparam("ver"), dirty=False),
+        .values(dirty=False),
         [{"tid": task_id, "ver": version} for task_id, version in written],
     )

@@ -12,10 +12,10 @@ import time
 
 from redis.exceptions import RedisError
 from rq import Queue, Retry
-from sqlalchemy.exc import OperationalError
 
 from sync import exports, inbox, jobs, store
-from sync.resync import resync_project
+from sync.errors import Unavailable
+from sync.reconcile import resync_project
 from sync.runtime import Runtime, current_runtime
 from sync.storage import StorageError
 
@@ -90,7 +90,7 @@ def sweep_forever(rt: Runtime, stop) -> None:
         try:
             sweep(rt)
             schedule_resyncs(rt)
-        except (OperationalError, StorageError, RedisError) as exc:
+        except (Unavailable, StorageError, RedisError) as exc:
             log.warning("sweep failed, will retry: %s", exc)
         except Exception:
             log.exception("sweep failed")

@@ -37,8 +37,8 @@ class TaskOutputs:
     Rendering only reads the database; writing touches storage only; recording is the only
     database write. So a caller can write to storage before it writes to the database: on
     SQLite the write lock (which the receivers wait on) is then held for the statements
-    alone, not for rendering and storage writes (measured: 20-170 ms per batch of tasks
-    while rendering three formats inside the lock).
+    alone, not for rendering and storage writes (20-170 ms per batch of tasks with three
+    formats).
     """
 
     project: Project

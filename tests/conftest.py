@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import threading
 import uuid
 from pathlib import Path
@@ -50,6 +51,16 @@ def captured_sequence(with_payload_only: bool = True) -> list[tuple[str, dict]]:
             continue
         out.append((path.stem, body))
     return out
+
+
+def pytest_configure(config) -> None:
+    """SIGTERM ends the run like Ctrl-C: fixtures tear down (servers stopped, databases
+    dropped) instead of the process vanishing with them still running."""
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 # -- Redis -------------------------------------------------------------------------------
@@ -108,7 +119,8 @@ def pg_database():
     reason = _pg_reachable()
     if reason:
         pytest.skip(reason)
-    with fresh_pg_database(PG_ADMIN_URL, "annosync_test") as url:
+    prefix = os.environ.get("ANNOSYNC_TEST_DB_PREFIX", "annosync_test")
+    with fresh_pg_database(PG_ADMIN_URL, prefix) as url:
         yield url
 
 
@@ -243,11 +255,21 @@ def drain_jobs(monkeypatch) -> list[int]:
 
 
 def run_worker(rt: Runtime) -> None:
-    """Run queued jobs in this process until the queue is empty (RQ burst mode)."""
+    """Run queued jobs in this process until the queue is empty (RQ burst mode).
+
+    An RQ worker installs its own SIGINT/SIGTERM handlers (a first Ctrl-C asks it to stop
+    after the job) and leaves them installed: the test run's handlers are put back, and a
+    stop asked for meanwhile interrupts the run."""
     set_runtime(rt)
-    SimpleWorker([rt.settings.queue_name], connection=rt.worker_redis).work(
-        burst=True, logging_level="WARNING"
-    )
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worker = SimpleWorker([rt.settings.queue_name], connection=rt.worker_redis)
+    try:
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if worker._stop_requested:  # a Ctrl-C or SIGTERM arrived while jobs ran
+        raise KeyboardInterrupt
 
 
 def bucket(rt: Runtime) -> Path:

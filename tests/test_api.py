@@ -10,6 +10,7 @@ import pytest
 from conftest import Receiver, captured_sequence, make_settings, run_worker
 from openapi_spec_validator import validate
 
+from sync.exporters import exporter_names
 from sync.logs import RedactingFilter, configure_logging
 from sync.runtime import Runtime
 
@@ -36,6 +37,8 @@ def test_openapi_document_is_valid_and_covers_every_route(api):
         if rule.endpoint != "static"
     }
     assert routes == set(doc["paths"])
+    assert doc["components"]["schemas"]["ExportType"]["enum"] == exporter_names()
+    assert {"YOLO", "COCO", "JSON_MIN", "TSV"} <= set(exporter_names())
 
 
 @pytest.mark.parametrize("header", [None, "Token wrong-token-value", f"Bearer {TOKEN}"])

@@ -11,8 +11,8 @@ from conftest import captured_sequence, make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync import db, intake, jobs
-from sync.recorder import GroupRecorder
+from sync import admission, db, jobs
+from sync.group_commit import GroupCommit
 from sync.runtime import Runtime, set_runtime
 
 SEQUENCE = captured_sequence()
@@ -26,12 +26,12 @@ def _replay(redis_url: str, order: list[int], drains_after: set[int]) -> dict[st
         db.upgrade(url)
         rt = Runtime(make_settings(Path(tmp), url, redis_url))
         set_runtime(rt)
-        recorder = GroupRecorder(rt)
+        recorder = GroupCommit(rt)
         for position, index in enumerate(order):
             _name, body = SEQUENCE[index]
             raw = orjson.dumps(body)
             # A fresh webhook-id per copy: duplicates get past the dedupe and really apply twice.
-            intake.accept(recorder, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
+            admission.accept(recorder, admission.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
             if position in drains_after:
                 _drain_all(rt)
         _drain_all(rt)

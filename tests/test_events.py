@@ -22,7 +22,7 @@ from conftest import (
 from lsfake import FakeLabelStudio
 from sqlalchemy import select
 
-from sync import intake, sweeper
+from sync import admission, sweeper
 from sync.models import Delivery, Project
 from sync.runtime import Runtime
 
@@ -383,7 +383,7 @@ def test_a_failed_pull_is_kept_and_replayable(tmp_path, sqlite_url, redis_url):
             )
         )
         with fixed.sessions() as session:
-            assert intake.readmit(session.get(Delivery, row.id), fixed.settings) == []
+            assert admission.readmit(session.get(Delivery, row.id), fixed.settings) == []
             session.commit()
         sweeper.sweep(fixed, min_age_s=0)
         run_worker(fixed)

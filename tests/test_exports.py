@@ -14,7 +14,9 @@ from conftest import FIXTURES
 
 from sync.convert import ConvertError, context, convert
 from sync.exporters import ExportContext, get_exporter
-from sync.exporters.regions import chosen_annotation, config_classes, file_stem, split_of
+from sync.exporters.classes import config_classes
+from sync.exporters.files import file_stem, split_of
+from sync.exporters.regions import chosen_annotation
 from sync.labelconfig import parse_label_config
 
 CONFIG = FIXTURES / "configs" / "image-od-v2.xml"

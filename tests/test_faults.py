@@ -22,10 +22,10 @@ from conftest import delivery, make_settings
 from sqlalchemy import func, select
 
 from bench.stack import stack
-from sync import db, intake, jobs
+from sync import admission, db, jobs
 from sync.convert import context, convert
+from sync.group_commit import GroupCommit
 from sync.models import Delivery, Task
-from sync.recorder import GroupRecorder
 from sync.runtime import Runtime, set_runtime
 
 pytestmark = pytest.mark.faults
@@ -86,9 +86,9 @@ def _expected(bodies: list[bytes], tmp: Path, redis_url: str) -> dict[str, bytes
     db.upgrade(url)
     rt = Runtime(make_settings(tmp / "expected", url, redis_url))
     set_runtime(rt)
-    recorder = GroupRecorder(rt)
+    recorder = GroupCommit(rt)
     for raw in bodies:
-        intake.accept(recorder, intake.parse(raw), raw, 1)
+        admission.accept(recorder, admission.parse(raw), raw, 1)
     jobs.drain_project(1)
     return _tasks(Path(rt.settings.storage_url.removeprefix("file://")))
 

@@ -22,8 +22,9 @@ from test_exports import rect
 from sync.convert import ConvertError, context, convert
 from sync.exporters import ExportContext, exporter_names, get_exporter, rle
 from sync.exporters.capabilities import list_formats, unfit_reason
+from sync.exporters.classes import context_from_config
 from sync.exporters.conll import spans, tokens
-from sync.exporters.regions import context_from_config, split_of
+from sync.exporters.files import split_of
 from sync.labelconfig import parse_label_config
 
 EXPORTS = FIXTURES / "exports"

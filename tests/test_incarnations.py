@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from sync import cli, sweeper
 from sync.models import Delivery
-from sync.resync import resync_project
+from sync.reconcile import resync_project
 from sync.runtime import Runtime
 
 T0, T1, T4 = "2026-03-01T10:00:00Z", "2026-03-01T10:01:00Z", "2026-03-01T10:04:00Z"

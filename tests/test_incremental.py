@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from sync import db, exports, intake, task_outputs
+from sync import admission, db, exports, task_outputs
 from sync.convert import context, convert
 from sync.exporters import get_exporter
+from sync.group_commit import GroupCommit
 from sync.models import Project
-from sync.recorder import GroupRecorder
 from sync.runtime import Runtime, set_runtime
 
 PROJECT = delivery("15-PROJECT_UPDATED")["project"]  # label config v2 (adds Truck)
@@ -28,13 +28,13 @@ PROJECT_V1 = delivery("03-ANNOTATION_CREATED")["project"]
 LABELS = ["Airplane", "Car", "Truck", "Bicycle"]  # Bicycle is not in the config
 
 
-_RECORDERS: dict[int, GroupRecorder] = {}  # one per runtime, as a receiver process has
+_RECORDERS: dict[int, GroupCommit] = {}  # one per runtime, as a receiver process has
 
 
 def _send(rt: Runtime, body: dict) -> None:
     raw = orjson.dumps(body)
-    recorder = _RECORDERS.setdefault(id(rt), GroupRecorder(rt))
-    intake.accept(recorder, intake.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
+    recorder = _RECORDERS.setdefault(id(rt), GroupCommit(rt))
+    admission.accept(recorder, admission.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
 
 
 def _tasks_created(ids, project: dict = PROJECT) -> dict:

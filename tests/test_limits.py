@@ -13,7 +13,7 @@ from lsfake import FakeLabelStudio
 from sqlalchemy import select
 
 from sync import status, store
-from sync.exporters.regions import config_classes
+from sync.exporters.classes import config_classes
 from sync.labelconfig import parse_label_config
 from sync.limits import Limits, config_issues
 from sync.models import Delivery, Project

@@ -225,14 +225,19 @@ def jobs_free_port() -> int:
 
 def test_database_down_is_503_with_retry_after(tmp_path, redis_url):
     dead_db = f"postgresql://postgres@127.0.0.1:{jobs_free_port()}/test"
-    r = Receiver(Runtime(make_settings(tmp_path, dead_db, redis_url)))
+    token = "an-api-token-of-enough-length"
+    r = Receiver(Runtime(make_settings(tmp_path, dead_db, redis_url, api_token=token)))
     try:
         response = r.post(delivery("03-ANNOTATION_CREATED"))
+        status = r.get("/api/projects/1/status", headers={"Authorization": f"Token {token}"})
+        ready = r.get("/readyz")
     finally:
         r.close()
-    assert response.status_code == 503
-    assert response.json()["error"] == "unavailable"
-    assert response.headers["Retry-After"]
+    for answer in (response, status):
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "unavailable"
+        assert answer.headers["Retry-After"]
+    assert ready.json()["checks"]["database"] == "error: DatabaseUnavailable"
 
 
 def test_a_burst_for_one_project_becomes_a_handful_of_jobs(receiver, runtime, drain_jobs):

@@ -27,11 +27,11 @@ from rq import Queue
 from sqlalchemy import func, select
 
 from sync import backoff, db, events, inbox, sweeper
-from sync import resync as resync_module
+from sync import reconcile as resync_module
 from sync.launcher import free_port
 from sync.models import Delivery, Task
-from sync.reconcile import apply_snapshot
-from sync.resync import resync_project
+from sync.pull import apply_snapshot
+from sync.reconcile import resync_project
 from sync.runtime import Runtime, set_runtime
 
 
@@ -110,6 +110,7 @@ def test_resync_from_label_studio_applies_missed_changes(
     new_task = copy.deepcopy(export[1])
     new_task.update(id=99, inner_id=99, created_at="2026-11-21T23:23:00.000000Z")
     export.append(new_task)  # imported with no webhook reaching us
+    export.append({"data": {}})  # no id: left out, named in the summary
     fake = FakeLabelStudio(
         "tok-123456", {1: delivery("15-PROJECT_UPDATED")["project"]}, {1: export}
     )
@@ -132,6 +133,8 @@ def test_resync_from_label_studio_applies_missed_changes(
     assert summary.pulled.tasks_seen == 3
     assert summary.pulled.tasks_deleted == 1
     assert summary.pulled.annotations_deleted == 1
+    assert summary.pulled.tasks_unusable == 1
+    assert "1 unusable tasks left out, the first: id: must be a positive integer" in summary.line()
     objects = {k: orjson.loads(v) for k, v in _objects(rt).items()}
     assert set(objects) == {"tasks/1.json", "tasks/3.json", "tasks/99.json"}
     assert objects["tasks/3.json"]["data"]["external_id"] == "edited-in-label-studio"
@@ -327,6 +330,29 @@ def test_a_pull_commits_as_it_goes_so_deliveries_are_recorded_meanwhile(database
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Task)) == 30
         assert session.scalar(select(func.count()).select_from(Delivery)) == 1
+
+
+def test_a_task_the_pull_cannot_use_is_kept_not_deleted_for_being_absent(database_url):
+    template = json.loads((FIXTURES / "exports" / "project-1-JSON.json").read_text())[0]
+    tasks = []
+    for n in (1, 2, 3):
+        task = copy.deepcopy(template)
+        task.update(id=n, inner_id=n)
+        task["annotations"][0].update(id=n, task=n)
+        tasks.append(task)
+    sessions = db.session_factory(database_url)
+    with sessions() as session:
+        apply_snapshot(session, 1, tasks, "2030-01-01T00:00:00Z", commit_every=10)
+    broken = copy.deepcopy(tasks[1])
+    broken["annotations"][0]["result"] = "not a list"
+    with sessions() as session:
+        result = apply_snapshot(
+            session, 1, [tasks[0], broken, tasks[2]], "2030-01-02T00:00:00Z", commit_every=10
+        )
+    assert (result.tasks_seen, result.tasks_unusable, result.tasks_deleted) == (2, 1, 0)
+    assert result.first_problem == "annotations[0].result: must be a list"
+    with sessions() as session:
+        assert sorted(session.scalars(select(Task.id).where(Task.deleted.is_(False)))) == [1, 2, 3]
 
 
 def test_a_dry_run_pull_on_sqlite_leaves_the_database_to_the_receivers(

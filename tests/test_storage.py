@@ -50,6 +50,20 @@ def test_local_put_many_failure_leaves_no_temporary_files(tmp_path):
     assert leftovers == []
 
 
+def test_local_put_many_with_an_unsafe_key_writes_nothing_and_leaves_nothing(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    with pytest.raises(UnsafeKeyError):
+        storage.put_many([("tasks/1.json", b"x"), ("tasks/../../escape", b"y")])
+    assert [p.name for p in (tmp_path / "bucket").rglob("*") if p.is_file()] == []
+    assert not (tmp_path / "escape").exists()
+
+
+def test_local_objects_are_readable_by_others(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    storage.put("tasks/1.json", b"{}")
+    assert (tmp_path / "bucket/tasks/1.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_digests_are_md5_of_the_content(storage):
     storage.put("tasks/7.json", b"seven")
     assert dict(storage.list_digests("tasks/")) == {

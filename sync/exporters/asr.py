@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation, object_data, strings
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import object_data
+from sync.exporters.regions import chosen_annotation, strings
 
 
 def audio_path(task: dict[str, Any], ctx: ExportContext) -> str | None:

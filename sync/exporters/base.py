@@ -12,8 +12,39 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sync.exporters.regions import ExportContext
-from sync.limits import Limits, task_problem
+from sync.limits import LimitExceeded, Limits, shown, task_problem
+
+DEFAULT_SPLIT = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+
+
+@dataclass
+class ExportContext:
+    """Project-level facts an exporter renders with."""
+
+    project_id: int
+    classes: list[str]  # index = class id
+    object_value: str | None = None  # the data key of the image (``image``)
+    split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
+    keypoint_labels: list[str] = field(default_factory=list)
+    config: dict[str, Any] | None = None  # the parsed label config, when known
+    max_classes: int | None = None  # a label that would grow the list past it is refused
+
+    def __post_init__(self) -> None:
+        self._ids = {name: n for n, name in enumerate(self.classes)}
+
+    def class_id(self, label: str) -> int:
+        """The label's class id; a label the list lacks is appended (ids never move).
+        Raises :class:`LimitExceeded` when the list is full."""
+        found = self._ids.get(label)
+        if found is None:
+            if self.max_classes is not None and len(self.classes) >= self.max_classes:
+                raise LimitExceeded(
+                    f"label {shown(label)} would be class {len(self.classes) + 1}; at most "
+                    f"{self.max_classes} (ANNOSYNC_MAX_LABELS)"
+                )
+            found = self._ids[label] = len(self.classes)
+            self.classes.append(label)
+        return found
 
 
 @dataclass

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 
 from sync.exporters import rle
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation, file_stem, image_url, strings
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import file_stem, image_url
+from sync.exporters.regions import chosen_annotation, strings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

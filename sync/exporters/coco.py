@@ -7,14 +7,9 @@ from typing import Any
 
 import orjson
 
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import (
-    ExportContext,
-    enclosing_box,
-    file_stem,
-    image_url,
-    regions,
-)
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import file_stem, image_url
+from sync.exporters.regions import enclosing_box, regions
 
 #: Annotation ids are ``task id * ID_SPAN + region position``: stable across rebuilds, so
 #: one change never renumbers the rest of the file.

@@ -13,8 +13,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, chosen_annotation, object_data, strings
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import object_data
+from sync.exporters.regions import chosen_annotation, strings
 
 TOKEN = re.compile(r"\w+(?:[-'\u2019]\w+)*|[^\w\s]")
 HEADER = b"-DOCSTART- -X- O O\n"  # the document line `spacy convert -c conll` splits on

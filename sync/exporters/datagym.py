@@ -15,17 +15,10 @@ from typing import Any
 
 import orjson
 
-from sync.exporters.base import TaskExport, register
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import image_url, url_path
 from sync.exporters.records import annotator
-from sync.exporters.regions import (
-    ExportContext,
-    chosen_annotation,
-    enclosing_box,
-    image_url,
-    region_of,
-    strings,
-    url_path,
-)
+from sync.exporters.regions import chosen_annotation, enclosing_box, region_of, strings
 
 GEOMETRY = {
     "RectangleLabels": "rectangle",

@@ -16,18 +16,9 @@ from typing import Any
 
 import orjson
 
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import (
-    ExportContext,
-    Region,
-    chosen_annotation,
-    file_stem,
-    image_url,
-    object_data,
-    region_of,
-    split_of,
-    strings,
-)
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import file_stem, image_url, object_data, split_of
+from sync.exporters.regions import Region, chosen_annotation, region_of, strings
 
 ML_USE = {"train": "TRAIN", "val": "VALIDATION", "test": "TEST"}
 MIME = {".png": "IMAGE_PNG", ".gif": "IMAGE_GIF", ".webp": "IMAGE_WEBP", ".bmp": "IMAGE_BMP"}

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import ExportContext, split_of
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import split_of
 
 
 class ManifestExporter:

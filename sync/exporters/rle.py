@@ -6,8 +6,10 @@ from __future__ import annotations
 import struct
 import zlib
 
+from sync.errors import InvalidInput
 
-class RLEError(ValueError):
+
+class RLEError(InvalidInput):
     """The RLE data is truncated or inconsistent."""
 
 

@@ -1,4 +1,4 @@
-"""JSON, JSON_MIN, CSV and TSV: whole-project files, as Label Studio's export writes them."""
+"""CSV and TSV: a row per annotation in one whole-project file, as Label Studio writes them."""
 
 from __future__ import annotations
 
@@ -9,61 +9,8 @@ from typing import Any
 
 import orjson
 
-from sync.exporters.base import TaskExport, register
+from sync.exporters.base import ExportContext, TaskExport, register
 from sync.exporters.records import META_KEYS, annotation_items, annotator, prettify
-from sync.exporters.regions import ExportContext
-
-
-def _json_array(elements: Iterable[bytes]) -> bytes:
-    """A JSON array with one element per line (streamable, diff-friendly)."""
-    body = b",\n".join(e for e in elements if e)
-    return b"[\n" + body + b"\n]\n" if body else b"[]\n"
-
-
-class JsonExporter:
-    """``result.json``: the full tasks, annotations and all (what annosync stores)."""
-
-    name = "JSON"
-    title = "JSON (full tasks)"
-    objects = frozenset()
-    folder = "json"
-    supports = frozenset()
-
-    def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
-        return TaskExport({}, orjson.dumps(task))
-
-    def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
-        return {"result.json": _json_array(fragments)}
-
-
-class JsonMinExporter:
-    """``result.json``: a record per annotation: task data, each control's value under its
-    name, and who/when."""
-
-    name = "JSON_MIN"
-    title = "JSON-MIN"
-    objects = frozenset()
-    folder = "json_min"
-    supports = frozenset()
-
-    def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
-        lines = [orjson.dumps(min_record(item)) for item in annotation_items(task, ctx.config)]
-        return TaskExport({}, b",\n".join(lines))
-
-    def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
-        return {"result.json": _json_array(fragments)}
-
-
-def min_record(item: dict[str, Any]) -> dict[str, Any]:
-    """One JSON_MIN record."""
-    record = dict(item["input"])
-    record["id"] = item["id"]
-    for name, values in item["output"].items():
-        record[name] = prettify(values)
-    record["annotator"] = annotator(item, int_id=True)
-    for key in META_KEYS[1:]:
-        record[key] = item[key]
-    return record
 
 
 class CsvExporter:
@@ -128,5 +75,5 @@ def csv_row(item: dict[str, Any], controls: set[str]) -> dict[str, Any]:
     return row
 
 
-for _exporter in (JsonExporter(), JsonMinExporter(), CsvExporter(), TsvExporter()):
+for _exporter in (CsvExporter(), TsvExporter()):
     register(_exporter)

@@ -6,14 +6,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Any
 
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import (
-    ExportContext,
-    enclosing_box,
-    file_stem,
-    image_url,
-    regions,
-)
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import file_stem, image_url
+from sync.exporters.regions import enclosing_box, regions
 
 
 class VocExporter:

@@ -7,16 +7,9 @@ from typing import Any
 
 import orjson
 
-from sync.exporters.base import TaskExport, register
-from sync.exporters.regions import (
-    ExportContext,
-    Region,
-    enclosing_box,
-    file_stem,
-    image_url,
-    regions,
-    split_of,
-)
+from sync.exporters.base import ExportContext, TaskExport, register
+from sync.exporters.files import file_stem, image_url, split_of
+from sync.exporters.regions import Region, enclosing_box, regions
 
 
 def _num(value: float) -> str:

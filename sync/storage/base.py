@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
+from sync.errors import AnnosyncError, InvalidInput
 
-class StorageError(Exception):
+
+class StorageError(AnnosyncError):
     """A storage operation failed (the backend's own errors are translated into this)."""
 
 
-class UnsafeKeyError(StorageError, ValueError):
+class UnsafeKeyError(StorageError, InvalidInput):
     """A key would escape the storage root or is otherwise not a plain relative path."""
 
 

@@ -6,7 +6,7 @@ commit, then asks once per project for a drain. Under load that is one commit an
 round trip for many deliveries; idle, a delivery is written at once (nothing waits to fill a
 batch). A request is answered only after its own commit: durability is unchanged.
 
-Requests still being parsed and checked are counted (:meth:`GroupRecorder.arriving`): the
+Requests still being parsed and checked are counted (:meth:`GroupCommit.arriving`): the
 writer waits for them, at most ``GATHER_S``, before it writes. Without that wait,
 batches under full load would mostly hold one delivery (a write is shorter than the interval
 between deliveries of one process), each paying its own commit and Redis round trip.
@@ -24,11 +24,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
 
 from sync import inbox, jobs
+from sync.errors import DatabaseUnavailable
 
-log = logging.getLogger("annosync.recorder")
+log = logging.getLogger("annosync.group_commit")
 MAX_BATCH = 128
 GATHER_S = 0.002
 
@@ -41,7 +41,7 @@ class _Waiting:
         self.done = threading.Event()
 
 
-class GroupRecorder:
+class GroupCommit:
     """Records inbox rows for the threads of one process (see the module docstring)."""
 
     def __init__(self, rt) -> None:
@@ -70,7 +70,7 @@ class GroupRecorder:
         self._start_writer()
         try:
             self._engine.connect().close()
-        except DBAPIError as exc:
+        except DatabaseUnavailable as exc:
             log.warning("database not reachable at start: %s", type(exc).__name__)
 
     def record(self, row: dict[str, Any]) -> inbox.Recorded:

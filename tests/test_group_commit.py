@@ -7,9 +7,9 @@ import time
 
 from sqlalchemy import select
 
-from sync import db, inbox, recorder
+from sync import db, group_commit, inbox
+from sync.group_commit import GroupCommit
 from sync.models import Delivery
-from sync.recorder import GroupRecorder
 
 
 def _row(n: int) -> dict:
@@ -31,9 +31,9 @@ def _recording_batches(monkeypatch) -> list[int]:
 
 
 def test_requests_in_flight_are_waited_for_and_written_together(runtime, monkeypatch):
-    monkeypatch.setattr(recorder, "GATHER_S", 5.0)
+    monkeypatch.setattr(group_commit, "GATHER_S", 5.0)
     sizes = _recording_batches(monkeypatch)
-    rec = GroupRecorder(runtime)
+    rec = GroupCommit(runtime)
     results = {}
     all_arrived = threading.Barrier(4)  # in flight together (a thread starting late is not)
 
@@ -54,9 +54,9 @@ def test_requests_in_flight_are_waited_for_and_written_together(runtime, monkeyp
 
 
 def test_a_lone_request_is_written_at_once(runtime, monkeypatch):
-    monkeypatch.setattr(recorder, "GATHER_S", 5.0)
+    monkeypatch.setattr(group_commit, "GATHER_S", 5.0)
     sizes = _recording_batches(monkeypatch)
-    rec = GroupRecorder(runtime)
+    rec = GroupCommit(runtime)
     started = time.monotonic()
     with rec.arriving():
         rec.record(_row(1))
@@ -67,9 +67,9 @@ def test_a_lone_request_is_written_at_once(runtime, monkeypatch):
 def test_a_request_that_never_records_delays_the_others_at_most_the_gathering_time(
     runtime, monkeypatch
 ):
-    monkeypatch.setattr(recorder, "GATHER_S", 0.3)
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.3)
     sizes = _recording_batches(monkeypatch)
-    rec = GroupRecorder(runtime)
+    rec = GroupCommit(runtime)
     rejected_arrived, rejected_done = threading.Event(), threading.Event()
 
     def rejected() -> None:  # e.g. answered 400: arrives, never records

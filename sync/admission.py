@@ -1,4 +1,7 @@
-"""Taking a delivery in: record it durably, then ask for it to be applied."""
+"""Admission: whether a delivery is let in (parsed, checked against the schema and the
+limits), and what happens to it — accepted into the inbox (:mod:`sync.inbox`, through the
+group commit of :mod:`sync.group_commit`) or quarantined with the reasons; a stored delivery
+is readmitted by the same checks."""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ import orjson
 
 from config.validation import Issue, known_action, validate_delivery
 from sync import inbox
+from sync.group_commit import GroupCommit
 from sync.limits import Limits, delivery_issues
 from sync.models import Delivery
 from sync.payloads import is_payloadless, item_count, json_depth, project_of, prune, strip_secrets
-from sync.recorder import GroupRecorder
 from sync.runtime import Runtime
 
 #: A quarantined body keeps this many levels (orjson writes at most 254).
@@ -66,7 +69,7 @@ def _project_issues(body: Any, url_project: int | None) -> list[Issue]:
 
 
 def accept(
-    recorder: GroupRecorder,
+    recorder: GroupCommit,
     body: dict[str, Any],
     raw: bytes,
     url_project: int | None,
@@ -75,7 +78,7 @@ def accept(
     """Record a valid delivery (a body from :func:`parse`) and queue its project's drain.
 
     The delivery is durable once this returns (recorded with the deliveries of concurrent
-    requests, see :mod:`sync.recorder`); a Redis failure only delays it (the sweep queues it
+    requests, see :mod:`sync.group_commit`); a Redis failure only delays it (the sweep queues it
     later). Database errors propagate: the caller answers 503.
     """
     key = inbox.delivery_key(raw, webhook_id, url_project)
