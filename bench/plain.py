@@ -72,11 +72,18 @@ def while_draining(tree: Path, backlog: int, seconds: int = 10) -> dict:
     }
 
 
-def measure(tree: Path, backlog: int) -> dict:
-    figures = while_draining(tree, backlog)
-    fresh = freshness("sqlite", 10, tree)
-    figures |= {k: v for k, v in fresh.items() if k.startswith("fresh_task")}
-    figures["burst_all_final_s"] = burst("sqlite", tree=tree)["burst_all_final_s"]
+FIGURES = ["draining", "fresh", "burst"]
+
+
+def measure(tree: Path, backlog: int, only: list[str]) -> dict:
+    figures = {}
+    if "draining" in only:
+        figures |= while_draining(tree, backlog)
+    if "fresh" in only:
+        fresh = freshness("sqlite", 10, tree)
+        figures |= {k: v for k, v in fresh.items() if k.startswith("fresh_task")}
+    if "burst" in only:
+        figures["burst_all_final_s"] = burst("sqlite", tree=tree)["burst_all_final_s"]
     return figures
 
 
@@ -99,13 +106,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--json", default=str(ROOT / "bench/results/plain.json"))
+    parser.add_argument(
+        "--only", nargs="+", default=FIGURES, choices=FIGURES, help="measure only these"
+    )
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {rev: [] for rev in args.revs}
     with ExitStack() as trees:
         folders = {rev: checkout(rev, trees) for rev in args.revs}
         for n in range(args.rounds):
             for rev in args.revs:
-                runs[rev].append(measure(folders[rev], args.backlog))
+                runs[rev].append(measure(folders[rev], args.backlog, args.only))
                 print(f"round {n + 1} {rev}: {runs[rev][-1]}", flush=True)
     medians = {
         rev: {k: statistics.median(r[k] for r in results) for k in results[0]}

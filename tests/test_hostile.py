@@ -37,7 +37,7 @@ from tests.served import (
     update_body,
 )
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.timing]
 TOKEN = "api-token-0123456789"
 
 

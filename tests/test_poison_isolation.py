@@ -11,6 +11,7 @@ import sys
 import time
 
 import orjson
+import pytest
 from conftest import bucket, delivery, make_settings
 from lsfake import FakeLabelStudio
 
@@ -109,6 +110,7 @@ def _wait_for(check, timeout: float = 30.0) -> float:
     return time.perf_counter() - started
 
 
+@pytest.mark.timing
 def test_a_bomb_config_and_poisoned_tasks_in_a_never_hold_up_b(tmp_path, sqlite_url, redis_url):
     project, tasks = _project_a()
     fake = FakeLabelStudio("ls-token", {A: project}, {A: tasks})
