@@ -15,6 +15,7 @@ import pytest
 import requests
 from redis import Redis
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
@@ -265,6 +266,8 @@ def run_worker(rt: Runtime) -> None:
     worker = SimpleWorker([rt.settings.queue_name], connection=rt.worker_redis)
     try:
         worker.work(burst=True, logging_level="WARNING")
+    except StopRequested:  # the signal came between jobs: RQ raised from its handler
+        raise KeyboardInterrupt from None
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

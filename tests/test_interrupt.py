@@ -54,8 +54,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited (its parent has not reaped it yet)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_an_interrupted_run_stops_at_once_and_leaves_nothing_behind(tmp_path, how):
+# Ctrl-C as scripts/test runs (two processes), SIGTERM on a plain run.
+@pytest.mark.parametrize(("how", "processes"), [("ctrl-c", 2), ("sigterm", 1)])
+def test_an_interrupted_run_stops_at_once_and_leaves_nothing_behind(tmp_path, how, processes):
     if reason := _pg_reachable():
         pytest.skip(reason)
     prefix = f"annosync_intr_{uuid.uuid4().hex[:8]}"
@@ -63,6 +64,7 @@ def test_an_interrupted_run_stops_at_once_and_leaves_nothing_behind(tmp_path, ho
     env = {k: v for k, v in os.environ.items() if k != "ANNOSYNC_TEST_REDIS_URL"}
     env |= {"ANNOSYNC_TEST_DB_PREFIX": prefix, "ANNOSYNC_INTERRUPT_READY": str(ready)}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TARGET)]
+    command += ["-n", str(processes)] if processes > 1 else ["-p", "no:xdist"]
     # A terminal's Ctrl-C reaches the whole foreground process group; SIGTERM only pytest.
     run = subprocess.Popen(
         command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, text=True
