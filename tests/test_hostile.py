@@ -37,7 +37,7 @@ from tests.served import (
     update_body,
 )
 
-pytestmark = [pytest.mark.hostile, pytest.mark.timing]
+pytestmark = pytest.mark.hostile
 TOKEN = "api-token-0123456789"
 
 
@@ -80,6 +80,7 @@ def _paced(base: str, count: int, rate: float, first_seq: int) -> list[tuple[int
     return results
 
 
+@pytest.mark.timing
 def test_idle_and_slow_header_connections_never_starve_deliveries(
     tmp_path, database_url, redis_url
 ):
@@ -116,6 +117,7 @@ def test_idle_and_slow_header_connections_never_starve_deliveries(
         assert time.perf_counter() - started < 1.0
 
 
+@pytest.mark.timing
 def test_service_is_back_at_once_after_connections_past_the_limit_leave(
     tmp_path, database_url, redis_url
 ):
@@ -177,6 +179,7 @@ def _import_tasks(base: str, first: int, count: int) -> None:
     assert post(base, body, timeout=60)[0].status_code == 202
 
 
+@pytest.mark.timing
 def test_exports_never_take_the_webhooks_capacity(tmp_path, database_url, redis_url):
     """16 clients asking again and again for exports of a 10k-task project while deliveries
     arrive at 20/s: the exports run at most ANNOSYNC_EXPORT_WORKERS at a time in their own
