@@ -115,9 +115,10 @@ class PrivateRedis:
 
 @contextmanager
 def redis_server(tmp: Path, private: bool = False):
-    """The machine's Redis (db 10, flushed) or, if asked or needed, a private one."""
-    url = os.environ.get("ANNOSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
-    if not private and launcher.redis_reachable(url):
+    """``ANNOSYNC_BENCH_REDIS_URL`` when set (flushed: it must be a Redis database of this
+    run's own, as the test suite's private server is), else a private redis-server."""
+    url = os.environ.get("ANNOSYNC_BENCH_REDIS_URL")
+    if url and not private and launcher.redis_reachable(url):
         Redis.from_url(url).flushdb()
         yield url, None
         return

@@ -41,7 +41,8 @@ def _session(sid: int) -> list[str]:
             continue  # exited meanwhile
         fields = rest.split()
         if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(name.split("(", 1)[1])
+            command = stat.with_name("cmdline").read_bytes().replace(b"\0", b" ").decode()
+            found.append(command.strip() or name.split("(", 1)[1])
     return found
 
 
@@ -88,10 +89,10 @@ def test_an_interrupted_run_stops_at_once_and_leaves_nothing_behind(tmp_path, ho
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
             run.wait()
-    assert stopped_after < 15, output[-3000:]
+    assert stopped_after < 30, output[-3000:]  # a clean-up, not a hang, on a busy machine
     assert run.returncode == 2, output[-3000:]  # pytest's "interrupted"
     assert _databases(prefix) == []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # what got Ctrl-C may still be exiting on a busy machine
     while _session(run.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _session(run.pid) == [], "processes of the interrupted run are still running"
