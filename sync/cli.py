@@ -140,6 +140,10 @@ def _start_when_database_answers(rt: Runtime) -> None:
         try:
             _require_current_schema(rt.settings)
             sweeper.sweep(rt, min_age_s=0)
+            if removed := rt.storage.tidy():
+                logging.getLogger("annosync.worker").info(
+                    "removed %d temporary files of killed writers", removed
+                )
             return
         except DatabaseUnavailable as exc:
             logging.getLogger("annosync.worker").warning(

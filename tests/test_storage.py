@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import boto3
 import pytest
@@ -62,6 +66,27 @@ def test_local_objects_are_readable_by_others(tmp_path):
     storage = open_storage((tmp_path / "bucket").as_uri())
     storage.put("tasks/1.json", b"{}")
     assert (tmp_path / "bucket/tasks/1.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_tidy_removes_what_killed_writers_left_and_nothing_else(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    storage.put("tasks/1.json", b"{}")
+    folder = tmp_path / "bucket/tasks"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    left = folder / f".tmp-{host}-{dead.pid}-x1y2.part"  # its writer is gone
+    writing = folder / f".tmp-{host}-{os.getpid()}-a1b2.part"  # this process: still writing
+    elsewhere = folder / ".tmp-other-host-12-c3d4.part"  # another machine's, recent
+    old = folder / ".tmp-other-host-13-e5f6.part"  # another machine's, two hours old
+    for path in (left, writing, elsewhere, old):
+        path.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert storage.tidy() == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["1.json", writing.name, elsewhere.name]
+    )
+    assert list(storage.list()) == ["tasks/1.json"]
 
 
 def test_digests_are_md5_of_the_content(storage):

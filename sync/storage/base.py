@@ -48,6 +48,10 @@ class StorageBackend(Protocol):
     def check(self) -> None:
         """Raise StorageError when the storage cannot be reached (for readiness)."""
 
+    def tidy(self) -> int:
+        """Remove what writers killed mid-write left behind (a worker calls it as it starts);
+        how many objects were removed."""
+
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from sync.storage.base import StorageError, check_key, register
 
 TEMP_PREFIX = ".tmp-"  # temporary files: never listed as objects
+TEMP_SUFFIX = ".part"
+ABANDONED_AFTER_S = 3600.0  # a temporary file of another machine this old is left over
 BATCH = 256  # files written before their fsyncs (each holds a descriptor until renamed)
 
 
@@ -62,7 +66,7 @@ class LocalStorage:
         try:
             for key, data in items:
                 folder = self._folder(key)
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".part")
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(), suffix=TEMP_SUFFIX)
                 staged.append((fd, tmp, folder / key.rpartition("/")[2]))
                 os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the objects from readers
                 _write_all(fd, data)
@@ -122,6 +126,24 @@ class LocalStorage:
                 raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
             yield key, digest
 
+    def tidy(self, older_than_s: float = ABANDONED_AFTER_S) -> int:
+        """Remove the temporary files that writers killed mid-write left behind: those of
+        processes of this machine that are gone, and any older than ``older_than_s``.
+        Returns how many were removed."""
+        removed, host, cutoff = 0, socket.gethostname(), time.time() - older_than_s
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+                    continue
+                path = Path(dirpath, name)
+                try:
+                    if _writer_is_gone(name, host) or path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue  # renamed into place or removed meanwhile, or not ours to remove
+        return removed
+
     def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -129,6 +151,26 @@ class LocalStorage:
                 raise StorageError(f"storage root {self.root} is not writable")
         except OSError as exc:
             raise StorageError(f"storage root {self.root}: {exc.strerror or exc}") from exc
+
+
+def _temp_prefix() -> str:
+    """``.tmp-<host>-<pid>-``: who writes a temporary file is in its name, so the files of a
+    writer that was killed can be told from those of one still writing."""
+    return f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _writer_is_gone(name: str, host: str) -> bool:
+    """Whether ``name`` is a temporary file of a process of ``host`` that no longer runs."""
+    writer_host, _, rest = name[len(TEMP_PREFIX) :].rpartition("-")[0].rpartition("-")
+    if writer_host != host or not rest.isdigit():
+        return False
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        return False
+    return False
 
 
 def _write_all(fd: int, data: bytes) -> None:

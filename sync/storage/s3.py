@@ -101,6 +101,10 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _translate("list", prefix or "/", exc) from None
 
+    def tidy(self) -> int:
+        """Nothing to tidy: a PUT is whole or absent."""
+        return 0
+
     def check(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
