@@ -68,7 +68,7 @@ def _translate(context: ExceptionContext) -> None:
         return
     error = context.sqlalchemy_exception
     if context.is_disconnect or isinstance(error, (OperationalError, InterfaceError)):
-        first_line = str(context.original_exception).splitlines()[0][:200] if error else ""
+        first_line = (str(context.original_exception).splitlines() or [""])[0][:200]
         raise DatabaseUnavailable(f"database unavailable: {first_line}") from error
 
 
