@@ -174,20 +174,13 @@ def _work_through_outages(queues: list[str], rt: Runtime, burst: bool) -> None:
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
             return
         except RedisError as exc:
-            if worker is not None and _stop_was_requested(worker):
+            if worker is not None and launcher.stop_was_requested(worker):
                 return  # Ctrl-C or SIGTERM while Redis went away: stop, never wait for it
             logging.getLogger("annosync.worker").warning(
                 "Redis unavailable (%s); worker restarts in %.1f s", exc, delay
             )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
-
-
-def _stop_was_requested(worker: SimpleWorker) -> bool:
-    """Whether SIGINT or SIGTERM reached ``worker``: RQ then arms its force-stop handler for
-    the next one (an orphaned worker whose Redis died with its parent would otherwise wait
-    for that Redis forever)."""
-    return signal.getsignal(signal.SIGTERM) == worker.request_force_stop
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:

@@ -179,6 +179,17 @@ def terminate(procs, grace_s: float = 10.0) -> None:
             proc.wait()
 
 
+def stop_was_requested(worker) -> bool:
+    """Whether SIGINT or SIGTERM reached the RQ ``worker`` since it installed its handlers.
+
+    RQ's first-signal handler arms the force-stop handler for the next one, and that is the
+    only trace it leaves when the signal came while the worker was idle: it then ends
+    ``work()`` normally. A caller that keeps running after ``work()`` returns (a worker that
+    outlives Redis outages, a test's in-process worker) checks this so a Ctrl-C is never lost.
+    """
+    return signal.getsignal(signal.SIGTERM) == worker.request_force_stop
+
+
 def scheduler_dies_with_its_worker() -> None:
     """Make RQ's scheduler process (forked by each worker) exit when its worker dies.
 

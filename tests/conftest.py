@@ -264,14 +264,16 @@ def run_worker(rt: Runtime) -> None:
     set_runtime(rt)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     worker = SimpleWorker([rt.settings.queue_name], connection=rt.worker_redis)
+    stop_requested = False
     try:
         worker.work(burst=True, logging_level="WARNING")
-    except StopRequested:  # the signal came between jobs: RQ raised from its handler
-        raise KeyboardInterrupt from None
+    except StopRequested:  # RQ raised from its handler outside its own loop
+        stop_requested = True
     finally:
+        stop_requested = stop_requested or launcher.stop_was_requested(worker)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    if worker._stop_requested:  # a Ctrl-C or SIGTERM arrived while jobs ran
+    if stop_requested:  # while idle RQ ends work() normally: the signal must not be lost
         raise KeyboardInterrupt
 
 

@@ -55,20 +55,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited (its parent has not reaped it yet)
 
 
-# SIGTERM to pytest alone passes every time. A Ctrl-C to the whole process group reaches the
-# stack's receiver and worker and pytest at once; on a loaded machine the run then sometimes
-# takes over 30 s to end (and pytest-xdist's controller was seen to hang): open in issue 17.
-FLAKY_CTRL_C = "a Ctrl-C to the whole group sometimes takes > 30 s to end under load (issue 17)"
-
-
-@pytest.mark.parametrize(
-    ("how", "processes"),
-    [
-        ("sigterm", 1),
-        pytest.param("ctrl-c", 1, marks=pytest.mark.skip(reason=FLAKY_CTRL_C)),
-        pytest.param("ctrl-c", 2, marks=pytest.mark.skip(reason=FLAKY_CTRL_C)),
-    ],
-)
+@pytest.mark.parametrize(("how", "processes"), [("sigterm", 1), ("ctrl-c", 1), ("ctrl-c", 2)])
 def test_an_interrupted_run_stops_at_once_and_leaves_nothing_behind(tmp_path, how, processes):
     if reason := _pg_reachable():
         pytest.skip(reason)
