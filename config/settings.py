@@ -351,6 +351,21 @@ SETTINGS: tuple[Setting, ...] = (
         "Wait after a change before rebuilding a project's aggregate exports.",
     ),
     Setting(
+        "ANNOSYNC_GENERATIONS_KEEP",
+        "generations_keep",
+        _non_negative_int,
+        "10",
+        "Pinned dataset generations kept per project (newest first; 0: none are pinned).",
+    ),
+    Setting(
+        "ANNOSYNC_GENERATIONS_KEEP_HOURS",
+        "generations_keep_hours",
+        _non_negative_float,
+        "0",
+        "Also keep every generation younger than this (0: only the newest"
+        " `ANNOSYNC_GENERATIONS_KEEP`); each costs the files that changed plus the aggregates.",
+    ),
+    Setting(
         "ANNOSYNC_SPLIT",
         "split",
         _split,
@@ -423,6 +438,8 @@ class Settings:
     label_studio_api_key: str | None = field(repr=False)
     export_formats: tuple[str, ...]
     export_debounce_ms: int
+    generations_keep: int
+    generations_keep_hours: float
     split: tuple[tuple[str, float], ...]
     project_delete: str
     sweep_interval_s: float

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from config.settings import Settings
-from handlers import api, health, webhooks
+from handlers import api, generations, health, webhooks
 from handlers.errors import IdConverter, register_error_handlers
 from sync.archives import ArchivePool
 from sync.group_commit import GroupCommit
@@ -13,7 +13,7 @@ from sync.runtime import Runtime
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
-    """A receiver for ``settings`` (blueprints: webhooks, health, api)."""
+    """A receiver for ``settings`` (blueprints: webhooks, health, api, generations)."""
     app = Flask("annosync")
     app.url_map.converters["id"] = IdConverter
     runtime = runtime or Runtime(settings)
@@ -26,4 +26,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(generations.bp)
     return app

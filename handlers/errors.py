@@ -9,7 +9,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import BaseConverter
 
-from sync.errors import Unavailable
+from sync.errors import AnnosyncError, InvalidInput, Unavailable
+from sync.storage import StorageError
 
 log = logging.getLogger("annosync.http")
 
@@ -68,6 +69,22 @@ def register_error_handlers(app: Flask) -> None:
         response = error(503, "unavailable", "a service annosync needs is unavailable; retry")
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.errorhandler(InvalidInput)
+    def _invalid(exc: InvalidInput):
+        return error(400, "invalid_request", str(exc))
+
+    @app.errorhandler(StorageError)
+    def _storage(exc: StorageError):
+        log.error("storage failed: %s", exc)
+        response = error(503, "storage_unavailable", "the storage failed; retry")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(AnnosyncError)
+    def _failed(exc: AnnosyncError):
+        log.error("%s: %s", type(exc).__name__, exc)
+        return error(500, "failed", str(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

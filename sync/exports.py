@@ -20,7 +20,7 @@ from rq import Queue, Retry
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from sync import backoff
+from sync import backoff, generations
 from sync.exporters import ExportContext, get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.classes import context_from_config
@@ -101,6 +101,7 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
         ctx = context_for(session, project_id, rt.settings)
         digest = hashlib.sha256()
         formats = fitting_formats(rt.settings.export_formats, ctx)
+        written: dict[str, tuple[str, bytes]] = {}  # key -> (format, bytes)
         for name in formats:
             exporter = get_exporter(name)
             fragments = session.scalars(
@@ -112,18 +113,19 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
             files = exporter.aggregate(fragments, ctx)
             root = export_root(project_id, exporter.folder)
             rt.storage.put_many([(root + path, data) for path, data in files.items()])
+            written.update((root + path, (name, data)) for path, data in files.items())
             if lock is not None:
                 lock.renew()
             for path in sorted(files):
                 digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
         project = project_row(session, project_id)
-        if project.export_digest != digest.hexdigest() or consumed:
-            project.export_generation += 1
+        bumped = project.export_digest != digest.hexdigest() or bool(consumed)
+        project.export_generation += bumped
         project.export_digest = digest.hexdigest()
-        rt.storage.put(
-            export_root(project_id, "") + "_state.json",
-            _state(session, project, formats),
-        )
+        state_key = export_root(project_id, "") + "_state.json"
+        written[state_key] = (generations.STATE, _state(session, project, formats))
+        rt.storage.put(state_key, written[state_key][1])
+        captured = generations.capture(rt, session, project, formats, written) if bumped else None
         session.execute(
             update(Project)
             .where(Project.id == project_id)
@@ -131,6 +133,8 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
             .execution_options(synchronize_session=False)
         )
         session.commit()
+        if captured is not None:
+            captured.publish(rt.storage)
         return project.export_generation
 
 
@@ -194,12 +198,12 @@ def request_aggregates(redis: Redis, settings, project_id: int) -> bool:
 
 
 def aggregate_job(project_id: int) -> int:
-    """RQ job: rebuild a project's aggregates, one rebuild per project at a time."""
+    """RQ job: rebuild a project's aggregates and capture its generation. It holds the
+    project's drain lock: no task file changes meanwhile, so the aggregates, the per-task
+    files and the generation's manifest describe one state."""
     rt = current_runtime()
     redis = rt.worker_redis
-    with ProjectLock(
-        redis, project_id, wait_s=LOCK_TTL_S + 5, ttl_s=LOCK_TTL_S, purpose="export"
-    ) as lock:
+    with ProjectLock(redis, project_id, ttl_s=LOCK_TTL_S) as lock:
         redis.delete(_flag(project_id))  # changes from now on queue the next rebuild
         try:
             generation = write_aggregates(rt, project_id, lock)

@@ -8,6 +8,7 @@ thousand deliveries becomes a handful of jobs. One drain runs per project at a t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -22,7 +23,17 @@ from sqlalchemy import Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from sync import backoff, db, documents, events, exports, inbox, store, task_outputs
+from sync import (
+    backoff,
+    db,
+    documents,
+    events,
+    exports,
+    generations,
+    inbox,
+    store,
+    task_outputs,
+)
 from sync.errors import DatabaseUnavailable
 from sync.labelstudio import LabelStudioError
 from sync.limits import Limits
@@ -320,13 +331,17 @@ def write_dirty_tasks(
             # Storage first (task files and export files made durable together), then the
             # database: its write lock is held only for the statements (task_outputs.TaskOutputs).
             files = [(documents.task_key(d["id"]), raw) for d, raw in rendered]
-            rt.storage.put_many(files + (outputs.writes if outputs else []))
+            writes = files + (outputs.writes if outputs else [])
+            blobs, objects = generations.objects_to_write(session, rt.settings, project_id, writes)
+            rt.storage.put_many(writes + blobs)
             for task_id in gone:
                 rt.storage.delete(documents.task_key(task_id))
             if outputs is not None:
                 outputs.delete_stale(rt.storage)
                 outputs.record(session)
-            store.mark_written(session, [(t.id, t.version) for t in tasks])
+            generations.record_objects(session, objects)
+            digests = {d["id"]: hashlib.sha256(raw).hexdigest() for d, raw in rendered}
+            store.mark_written(session, [(t.id, t.version, digests.get(t.id)) for t in tasks])
             session.commit()
             written = max(written, 0) + len(tasks)
             if lock is not None:

@@ -104,6 +104,8 @@ class Task(Base):
     dirty: Mapped[bool] = mapped_column(Boolean, default=True)
     born: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    # sha256 of the bytes storage holds at tasks/<id>.json (None: never written).
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_tasks_project", "project_id", "id"),
@@ -144,3 +146,30 @@ class ExportFragment(Base):
     task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     files: Mapped[str] = mapped_column(Text)  # JSON {storage key: sha256} of its own files
     fragment: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Generation(Base):
+    """A pinned dataset generation of a project: its manifest's digest and counts.
+    ``expired_at`` is set when retention removed its manifest (the row says it existed)."""
+
+    __tablename__ = "generations"
+
+    project_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    tasks: Mapped[int] = mapped_column(Integer)
+    annotations: Mapped[int] = mapped_column(Integer)
+    files: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GenerationObject(Base):
+    """A content-addressed object of a project's generations (stored once per content)."""
+
+    __tablename__ = "generation_objects"
+
+    project_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)

@@ -139,10 +139,11 @@ def _reconcile_storage(
     done, last_id = 0, 0
     while tasks := _live_tasks_after(session, summary.project, last_id):
         annotations = documents.live_annotations(session, [t.id for t in tasks])
-        owed = []
+        owed, digests = [], {}
         for task in tasks:
             key = documents.task_key(task.id)
             data = documents.render_task(task, annotations[task.id])
+            digests[task.id] = hashlib.sha256(data).hexdigest()
             if listed.pop(key, None) == hashlib.md5(data).hexdigest():
                 summary.unchanged += 1
             else:
@@ -152,7 +153,8 @@ def _reconcile_storage(
             rt.storage.put_many(owed)
             # A dirty task stays owed: the drain writes it again with its export outputs,
             # which marking it written here would leave stale for good.
-            store.mark_written(session, [(t.id, t.version) for t in tasks if not t.dirty])
+            written = [(t.id, t.version, digests[t.id]) for t in tasks if not t.dirty]
+            store.mark_written(session, written)
             session.commit()  # a batch at a time: SQLite's other writers wait for one batch
         done, last_id = done + len(tasks), tasks[-1].id
         lock.renew()

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from sync.models import Annotation, Task
@@ -372,14 +372,18 @@ def dirty_projects(session: Session) -> set[int | None]:
     return set(session.scalars(query))
 
 
-def mark_written(session: Session, written: list[tuple[int, int]]) -> None:
-    """Storage now holds these (task id, version)s, unless a task changed again meanwhile."""
+def mark_written(session: Session, written: list[tuple[int, int, str | None]]) -> None:
+    """Storage now holds these ``(task id, version, sha256 of the bytes)`` (sha256 None: the
+    file was removed); a task stays dirty if it changed again meanwhile."""
     if not written:
         return
     table = Task.__table__
     session.execute(
         update(table)
-        .where(table.c.id == bindparam("tid"), table.c.version == bindparam("ver"))
-        .values(dirty=False),
-        [{"tid": task_id, "ver": version} for task_id, version in written],
+        .where(table.c.id == bindparam("tid"))
+        .values(
+            dirty=and_(table.c.dirty, table.c.version != bindparam("ver")),
+            file_sha256=bindparam("sha"),
+        ),
+        [{"tid": task_id, "ver": version, "sha": sha} for task_id, version, sha in written],
     )

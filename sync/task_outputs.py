@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from sync import documents
+from sync import documents, generations
 from sync.exporters import ExportContext, get_exporter, render_checked
 from sync.exports import context_for, export_root, fitting_formats, project_row
 from sync.limits import Limits
@@ -152,9 +152,13 @@ def update_tasks(
     """Render, write and record the kept-fresh formats' outputs of changed tasks."""
     outputs = render_tasks(rt, session, project_id, tasks, deleted)
     if outputs is not None:
-        rt.storage.put_many(outputs.writes)
+        blobs, objects = generations.objects_to_write(
+            session, rt.settings, project_id, outputs.writes
+        )
+        rt.storage.put_many(outputs.writes + blobs)
         outputs.delete_stale(rt.storage)
         outputs.record(session)
+        generations.record_objects(session, objects)
 
 
 def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) -> None:

@@ -23,6 +23,7 @@ from bench.stack import fresh_pg_database
 from config.settings import load_settings
 from handlers.app import create_app
 from sync import db, jobs, launcher
+from sync.models import Base
 from sync.runtime import Runtime, set_runtime
 
 # boto3 talks only to the test S3 server; never let real credentials near it.
@@ -35,7 +36,7 @@ os.environ.pop("AWS_PROFILE", None)
 FIXTURES = Path(__file__).parent / "fixtures" / "label-studio"
 SECRET = "s3cr3t-test-secret"
 PG_ADMIN_URL = os.environ.get("ANNOSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TABLES = ("deliveries", "annotations", "tasks", "projects", "export_fragments")
+TABLES = tuple(Base.metadata.tables)  # every table, so a new one is never forgotten
 
 
 def delivery(name: str) -> dict:

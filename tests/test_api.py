@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import zipfile
 
 import pytest
@@ -32,7 +33,7 @@ def test_openapi_document_is_valid_and_covers_every_route(api):
     doc = api.get("/openapi.json").json()
     validate(doc)
     routes = {
-        rule.rule.replace("<id:project_id>", "{project_id}")
+        re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)  # Flask's <conv:name> is {name}
         for rule in api.app.url_map.iter_rules()
         if rule.endpoint != "static"
     }

@@ -1,0 +1,83 @@
+"""``/api/projects/<id>/generations``: the pinned generations of a project, a manifest, and a
+download of one generation (zip, every object verified), behind ``Authorization: Token``."""
+
+from __future__ import annotations
+
+import tempfile
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.wsgi import wrap_file
+
+from handlers.auth import api_token_matches
+from handlers.errors import error
+from sync import generations, materialise
+from sync.generations import GenerationNotFound
+
+bp = Blueprint("generations", __name__)
+
+
+@bp.before_request
+def require_token():
+    token = current_app.config["RUNTIME"].settings.api_token
+    if not api_token_matches(request, token):
+        return error(401, "unauthorized", "expected Authorization: Token <ANNOSYNC_API_TOKEN>")
+    return None
+
+
+@bp.errorhandler(GenerationNotFound)
+def _not_found(exc: GenerationNotFound):
+    if exc.expired:
+        return error(410, "generation_expired", str(exc))
+    return error(404, "no_such_generation", str(exc))
+
+
+def _number(value: str) -> int | None:
+    if value == "latest":
+        return None
+    if value.isascii() and value.isdigit() and 0 < int(value) < 2**31:
+        return int(value)
+    raise GenerationNotFound(f"generation must be a positive number or 'latest', not {value!r}")
+
+
+@bp.get("/api/projects/<id:project_id>/generations")
+def listing(project_id: int):
+    rt = current_app.config["RUNTIME"]
+    with rt.sessions() as session:
+        entries = generations.index(session, project_id)
+    return jsonify({"project": project_id, "generations": entries})
+
+
+@bp.get("/api/projects/<id:project_id>/generations/<string:number>")
+def manifest(project_id: int, number: str):
+    rt = current_app.config["RUNTIME"]
+    storage = rt.storage
+    listed = generations.find(
+        generations.read_index(storage, project_id), project_id, _number(number)
+    )
+    found = generations.read_manifest(storage, project_id, listed["generation"], listed["sha256"])
+    return jsonify(found)
+
+
+@bp.get("/api/projects/<id:project_id>/generations/<string:number>/download")
+def download(project_id: int, number: str):
+    """The generation as a zip (``?format=F``: only that format's files, or ``tasks``)."""
+    rt = current_app.config["RUNTIME"]
+    spool = tempfile.TemporaryFile(prefix="annosync-generation-")  # noqa: SIM115  (streamed)
+    try:
+        fmt = request.args.get("format") or None
+        got = materialise.write_zip(rt.storage, project_id, _number(number), fmt, spool)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    name = f"project-{project_id}-generation-{got}" + (f"-{fmt.upper()}" if fmt else "") + ".zip"
+    return Response(
+        wrap_file(request.environ, spool),
+        mimetype="application/zip",
+        direct_passthrough=True,
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
+    )
