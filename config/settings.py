@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from config import triggers
+from config.triggers import Trigger
+
 
 class SettingsError(ValueError):
     """A setting has a value annosync cannot use; the message names the variable."""
@@ -87,6 +90,15 @@ def _bool(value: str) -> bool:
     if lowered in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _url_list(value: str) -> tuple[str, ...]:
+    urls = tuple(part.strip() for part in value.split(",") if part.strip())
+    for url in urls:
+        parsed = urlparse(url)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError(f"{url[:80]!r} is not an http(s) URL")
+    return urls
 
 
 def _secret_list(value: str) -> tuple[str, ...]:
@@ -366,6 +378,65 @@ SETTINGS: tuple[Setting, ...] = (
         " `ANNOSYNC_GENERATIONS_KEEP`); each costs the files that changed plus the aggregates.",
     ),
     Setting(
+        "ANNOSYNC_GENERATIONS_ANNOUNCED_KEEP_HOURS",
+        "generations_announced_keep_hours",
+        _non_negative_float,
+        "168",
+        "Keep a generation that a trigger announced this long, however many come after it.",
+    ),
+    Setting(
+        "ANNOSYNC_TRIGGER_URLS",
+        "trigger_urls",
+        _url_list,
+        "",
+        "Generic CI trigger webhooks (comma-separated), signed per Standard Webhooks with"
+        " `ANNOSYNC_TRIGGER_SECRET`; presets and per-project triggers: `ANNOSYNC_TRIGGERS_FILE`.",
+    ),
+    Setting(
+        "ANNOSYNC_TRIGGER_SECRET",
+        "trigger_secret",
+        _optional_text,
+        "",
+        "Signing secret (`whsec_<base64>`) of the `ANNOSYNC_TRIGGER_URLS` webhooks.",
+        secret=True,
+    ),
+    Setting(
+        "ANNOSYNC_TRIGGER_MIN_CHANGES",
+        "trigger_min_changes",
+        _positive_int,
+        "100",
+        "A trigger fires once this many tasks changed since the generation it last announced…",
+    ),
+    Setting(
+        "ANNOSYNC_TRIGGER_MAX_DELAY_S",
+        "trigger_max_delay_s",
+        _non_negative_float,
+        "3600",
+        "…or this long after the first change it has not announced (0: only the count).",
+    ),
+    Setting(
+        "ANNOSYNC_TRIGGER_MIN_INTERVAL_S",
+        "trigger_min_interval_s",
+        _non_negative_float,
+        "300",
+        "A trigger fires at most once per this long.",
+    ),
+    Setting(
+        "ANNOSYNC_TRIGGERS_FILE",
+        "triggers_file",
+        _optional_text,
+        "",
+        "TOML file of triggers (`[[trigger]]`: name, target webhook/github/gitlab, url, secret"
+        " or secret_env, projects, min_changes, max_delay_s, min_interval_s, splits).",
+    ),
+    Setting(
+        "ANNOSYNC_TRIGGER_ALLOW_PRIVATE",
+        "trigger_allow_private",
+        _bool,
+        "0",
+        "Allow trigger URLs that resolve to private, loopback or link-local addresses.",
+    ),
+    Setting(
         "ANNOSYNC_SPLIT",
         "split",
         _split,
@@ -440,6 +511,15 @@ class Settings:
     export_debounce_ms: int
     generations_keep: int
     generations_keep_hours: float
+    generations_announced_keep_hours: float
+    trigger_urls: tuple[str, ...]
+    trigger_secret: str | None = field(repr=False)
+    trigger_min_changes: int
+    trigger_max_delay_s: float
+    trigger_min_interval_s: float
+    triggers_file: str | None
+    trigger_allow_private: bool
+    triggers: tuple[Trigger, ...] = field(repr=False)
     split: tuple[tuple[str, float], ...]
     project_delete: str
     sweep_interval_s: float
@@ -456,6 +536,8 @@ class Settings:
             *self.signing_secrets,
             self.api_token,
             self.label_studio_api_key,
+            self.trigger_secret,
+            *(t.secret for t in self.triggers),
         ]
         return tuple(v for v in values if v)
 
@@ -477,6 +559,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             shown = "(hidden)" if setting.secret else repr(raw)
             raise SettingsError(f"{setting.env}={shown}: {_reason(exc)}") from None
     values.update(overrides)
+    if "triggers" not in overrides:
+        values["triggers"] = _triggers(values, env)
     data_dir = Path(values["data_dir"]).expanduser().resolve()
     values["data_dir"] = data_dir
     if not values["database_url"]:
@@ -485,6 +569,30 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["storage_url"] = (data_dir / "bucket").as_uri()
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def _triggers(values: dict[str, Any], env: Mapping[str, str]) -> tuple[Trigger, ...]:
+    """The triggers of ``ANNOSYNC_TRIGGER_URLS`` and of ``ANNOSYNC_TRIGGERS_FILE``."""
+    try:
+        found = triggers.from_urls(
+            values["trigger_urls"],
+            values["trigger_secret"],
+            min_changes=values["trigger_min_changes"],
+            max_delay_s=values["trigger_max_delay_s"],
+            min_interval_s=values["trigger_min_interval_s"],
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if values["triggers_file"]:
+        try:
+            found += triggers.from_file(values["triggers_file"], env)
+        except ValueError as exc:
+            raise SettingsError(
+                f"ANNOSYNC_TRIGGERS_FILE={values['triggers_file']}: {exc}"
+            ) from None
+    if len({t.name for t in found}) != len(found):
+        raise SettingsError("ANNOSYNC_TRIGGERS_FILE: trigger names must be unique (url-N is taken)")
+    return found
 
 
 def _reason(exc: ValueError) -> str:

@@ -8,8 +8,8 @@ from functools import cache
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.wsgi import wrap_file
 
+from handlers.attachment import zip_attachment
 from handlers.auth import api_token_matches
 from handlers.errors import error
 from sync import exports, status, store
@@ -86,13 +86,4 @@ def export(project_id: int):
         response.headers["Retry-After"] = "5"
         return response
     name = f"project-{project_id}-{fmt}.zip"
-    # The server sends the file from its own loop (wsgi.file_wrapper), not from a thread.
-    return Response(
-        wrap_file(request.environ, archive),
-        mimetype="application/zip",
-        direct_passthrough=True,
-        headers={
-            "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{name}"',
-        },
-    )
+    return zip_attachment(archive, size, name)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import time
 
 from flask import Request
+
+from sync import signing
 
 
 def secret_matches(request: Request, header: str, secrets: tuple[str, ...]) -> bool:
@@ -38,16 +38,6 @@ def api_token_matches(request: Request, token: str | None) -> bool:
 
 
 SIGNATURE_TOLERANCE_S = 300
-
-
-def _key(secret: str) -> bytes:
-    """Standard Webhooks secrets are ``whsec_<base64>``; others are used as UTF-8 bytes."""
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except binascii.Error:
-            pass
-    return secret.encode()
 
 
 STANDARD, GITHUB = "standard-webhooks", "x-hub-signature-256"
@@ -86,11 +76,10 @@ def _standard_valid(request: Request, raw: bytes, secrets: tuple[str, ...], now:
         return False
     if len(stamp) > _MAX_STAMP_DIGITS or abs(now - int(stamp)) > SIGNATURE_TOLERANCE_S:
         return False
-    content = f"{msg_id}.{stamp}.".encode() + raw
     offered = [s.split(",", 1)[1].encode() for s in signatures.split() if s.startswith("v1,")]
     valid = False
     for secret in secrets:
-        expected = base64.b64encode(hmac.new(_key(secret), content, hashlib.sha256).digest())
+        expected = signing.signature(secret, msg_id, stamp, raw)
         for candidate in offered:
             valid |= hmac.compare_digest(candidate, expected)
     return valid

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import tempfile
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.wsgi import wrap_file
+from flask import Blueprint, current_app, jsonify, request
 
+from handlers.attachment import zip_attachment
 from handlers.auth import api_token_matches
 from handlers.errors import error
 from sync import generations, materialise
-from sync.generations import GenerationNotFound
+from sync.materialise import GenerationNotFound
 
 bp = Blueprint("generations", __name__)
 
@@ -51,8 +51,8 @@ def listing(project_id: int):
 def manifest(project_id: int, number: str):
     rt = current_app.config["RUNTIME"]
     storage = rt.storage
-    listed = generations.find(
-        generations.read_index(storage, project_id), project_id, _number(number)
+    listed = materialise.find(
+        materialise.read_index(storage, project_id), project_id, _number(number)
     )
     found = generations.read_manifest(storage, project_id, listed["generation"], listed["sha256"])
     return jsonify(found)
@@ -72,12 +72,4 @@ def download(project_id: int, number: str):
         spool.close()
         raise
     name = f"project-{project_id}-generation-{got}" + (f"-{fmt.upper()}" if fmt else "") + ".zip"
-    return Response(
-        wrap_file(request.environ, spool),
-        mimetype="application/zip",
-        direct_passthrough=True,
-        headers={
-            "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{name}"',
-        },
-    )
+    return zip_attachment(spool, size, name)

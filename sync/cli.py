@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import Settings, SettingsError, load_settings, settings_markdown
 from sync import (
     admission,
-    cli_generations,
+    cli_ci,
     convert,
     db,
     exports,
@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--project", type=int, required=True)
     rb.add_argument("--format", help="only this format (default: ANNOSYNC_EXPORT_FORMATS)")
     add("settings", cmd_settings, "print the settings table (Markdown)")
-    cli_generations.register(add, sub)
+    cli_ci.register(add, sub)
     return parser
 
 

@@ -16,11 +16,16 @@ client), so callers — the HTTP edge above all — handle annosync's own errors
     ├── ApplyError                  a delivery cannot be applied as it is (sync.events)
     ├── ResyncError                 a resync cannot run as asked (sync.pull)
     ├── LaunchError                 a process annosync starts did not come up (sync.launcher)
+    ├── GenerationError             storage disagrees with the store (sync.generations)
+    │   └── GenerationCorrupt       stored bytes do not match the digest naming them
+    ├── OutboundError               a trigger request got no answer (sync.outbound)
+    │   └── ForbiddenAddress        its URL resolves to a private or local address
     └── InvalidInput (ValueError)   input annosync refuses, named: HTTP 400 / CLI exit 2
         ├── LimitExceeded           over ANNOSYNC_MAX_* (sync.limits)
         ├── LabelConfigError        a label config that is not usable XML (sync.labelconfig)
         ├── ConvertError            an export file convert cannot read (sync.convert)
         ├── JSONStreamError         malformed JSON in a streamed export (sync.jsonstream)
+        ├── GenerationNotFound      no such generation, or it expired (sync.materialise)
         └── RLEError                a brush mask that does not decode (sync.exporters.rle)
 
 Settings errors are ``config.settings.SettingsError`` (a ValueError): ``config`` is below

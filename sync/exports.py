@@ -20,7 +20,7 @@ from rq import Queue, Retry
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from sync import backoff, generations
+from sync import backoff, generations, triggers
 from sync.exporters import ExportContext, get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.classes import context_from_config
@@ -212,7 +212,9 @@ def aggregate_job(project_id: int) -> int:
             log.warning("exports of project %s failed (%s); retry in %.0fs", project_id, exc, delay)
             raise
         backoff.succeeded(redis, _unit(project_id))
-        return generation
+    if rt.settings.triggers:  # after the lock: sending waits on other people's servers
+        triggers.consider(rt, project_id)
+    return generation
 
 
 def _unit(project_id: int) -> str:

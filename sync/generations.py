@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,8 +30,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from sync.documents import task_key
-from sync.errors import AnnosyncError, InvalidInput
-from sync.models import Annotation, ExportFragment, Generation, GenerationObject, Project, Task
+from sync.errors import AnnosyncError
+from sync.models import (
+    Annotation,
+    ExportFragment,
+    Generation,
+    GenerationObject,
+    Project,
+    Task,
+)
 
 log = logging.getLogger("annosync.generations")
 TASKS = "tasks"  # the "format" of task files in a manifest
@@ -46,14 +52,6 @@ class GenerationError(AnnosyncError):
 
 class GenerationCorrupt(GenerationError):
     """Stored bytes do not match the digest that names them, or are missing."""
-
-
-class GenerationNotFound(InvalidInput):
-    """No such generation: never captured, or removed by retention (``expired``)."""
-
-    def __init__(self, message: str, expired: bool = False) -> None:
-        super().__init__(message)
-        self.expired = expired
 
 
 def root(project_id: int) -> str:
@@ -294,8 +292,9 @@ def _manifest(session, project: Project, formats, entries: list[Entry], now, spl
 def _retention(settings, session: Session, project_id: int, new: Generation, now: datetime):
     """``(kept, expired numbers)`` once ``new`` is added: the newest
     ``ANNOSYNC_GENERATIONS_KEEP`` stay, and so does every generation younger than
-    ``ANNOSYNC_GENERATIONS_KEEP_HOURS``. Numbers grow with time, so the kept ones are always
-    the newest few, never a gap. ``kept`` is oldest first."""
+    ``ANNOSYNC_GENERATIONS_KEEP_HOURS``, and every one a trigger announced within
+    ``ANNOSYNC_GENERATIONS_ANNOUNCED_KEEP_HOURS`` (a CI job told about it may pull it
+    later). ``kept`` is oldest first."""
     live = [
         g
         for g in session.scalars(
@@ -306,11 +305,14 @@ def _retention(settings, session: Session, project_id: int, new: Generation, now
         if g.number != new.number
     ]
     young = now - timedelta(hours=settings.generations_keep_hours)
+    announced = now - timedelta(hours=settings.generations_announced_keep_hours)
     newest_first = [new, *live]
     kept = [
         g
         for i, g in enumerate(newest_first)
-        if i < settings.generations_keep or _aware(g.created_at) >= young
+        if i < settings.generations_keep
+        or _aware(g.created_at) >= young
+        or (g.announced_at is not None and _aware(g.announced_at) >= announced)
     ]
     expired = [g.number for g in newest_first if g not in kept]
     return kept[::-1], expired
@@ -359,32 +361,6 @@ def index(session: Session, project_id: int) -> list[dict[str, Any]]:
     return [_listing(row) for row in rows]
 
 
-def read_index(storage, project_id: int) -> list[dict[str, Any]]:
-    """The retained generations as the bucket lists them (no database needed)."""
-    raw = storage.get(index_key(project_id))
-    if raw is None:
-        raise GenerationNotFound(f"project {project_id} has no generations in this bucket")
-    return orjson.loads(raw)
-
-
-def find(entries: list[dict[str, Any]], project_id: int, wanted: int | None) -> dict[str, Any]:
-    """The index entry of generation ``wanted`` (None: the latest)."""
-    if not entries:
-        raise GenerationNotFound(f"project {project_id} has no generations yet")
-    if wanted is None:
-        return entries[-1]
-    for entry in entries:
-        if entry["generation"] == wanted:
-            return entry
-    kept = f"{entries[0]['generation']}-{entries[-1]['generation']}"
-    if wanted < entries[-1]["generation"]:
-        raise GenerationNotFound(
-            f"generation {wanted} of project {project_id} has expired (kept: {kept})",
-            expired=True,
-        )
-    raise GenerationNotFound(f"project {project_id} has no generation {wanted} (kept: {kept})")
-
-
 def read_manifest(storage, project_id: int, number: int, expected: str) -> dict[str, Any]:
     """Generation ``number``'s manifest, checked against the digest that names it."""
     raw = storage.get(manifest_key(project_id, number))
@@ -393,26 +369,3 @@ def read_manifest(storage, project_id: int, number: int, expected: str) -> dict[
     if sha256(raw) != expected:
         raise GenerationCorrupt(f"the manifest of generation {number} does not match its sha256")
     return orjson.loads(raw)
-
-
-def read_object(storage, project_id: int, entry: dict[str, Any]) -> bytes:
-    """The bytes of one manifest entry, checked against its sha256."""
-    data = storage.get(object_key(project_id, entry["sha256"]))
-    if data is None:
-        raise GenerationCorrupt(f"{entry['path']}: its object is missing from the bucket")
-    if sha256(data) != entry["sha256"]:
-        raise GenerationCorrupt(f"{entry['path']}: sha256 mismatch in the bucket")
-    return data
-
-
-def select_format(manifest: dict[str, Any], fmt: str | None) -> Iterable[dict[str, Any]]:
-    """The manifest's files of format ``fmt`` (None: all)."""
-    if fmt is None:
-        return manifest["files"]
-    fmt = TASKS if fmt.lower() == TASKS else fmt.upper()
-    if fmt != TASKS and fmt not in manifest["formats"]:
-        raise InvalidInput(
-            f"generation {manifest['generation']} has no {fmt} export "
-            f"(formats: {', '.join(manifest['formats']) or 'none'})"
-        )
-    return [f for f in manifest["files"] if f["format"] == fmt]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,65 @@ from sync.exporters.files import split_of
 from sync.storage.base import check_key
 
 MANIFEST_NAME = "generation.json"
+
+
+class GenerationNotFound(InvalidInput):
+    """No such generation: never captured, or removed by retention (``expired``)."""
+
+    def __init__(self, message: str, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+def read_index(storage, project_id: int) -> list[dict[str, Any]]:
+    """The retained generations as the bucket lists them (no database needed)."""
+    raw = storage.get(generations.index_key(project_id))
+    if raw is None:
+        raise GenerationNotFound(f"project {project_id} has no generations in this bucket")
+    return orjson.loads(raw)
+
+
+def find(entries: list[dict[str, Any]], project_id: int, wanted: int | None) -> dict[str, Any]:
+    """The index entry of generation ``wanted`` (None: the latest)."""
+    if not entries:
+        raise GenerationNotFound(f"project {project_id} has no generations yet")
+    if wanted is None:
+        return entries[-1]
+    for entry in entries:
+        if entry["generation"] == wanted:
+            return entry
+    kept = f"{entries[0]['generation']}-{entries[-1]['generation']}"
+    if wanted < entries[-1]["generation"]:
+        raise GenerationNotFound(
+            f"generation {wanted} of project {project_id} has expired (kept: {kept})",
+            expired=True,
+        )
+    raise GenerationNotFound(f"project {project_id} has no generation {wanted} (kept: {kept})")
+
+
+def read_object(storage, project_id: int, entry: dict[str, Any]) -> bytes:
+    """The bytes of one manifest entry, checked against its sha256."""
+    data = storage.get(generations.object_key(project_id, entry["sha256"]))
+    if data is None:
+        raise generations.GenerationCorrupt(
+            f"{entry['path']}: its object is missing from the bucket"
+        )
+    if generations.sha256(data) != entry["sha256"]:
+        raise generations.GenerationCorrupt(f"{entry['path']}: sha256 mismatch in the bucket")
+    return data
+
+
+def select_format(manifest: dict[str, Any], fmt: str | None) -> Iterable[dict[str, Any]]:
+    """The manifest's files of format ``fmt`` (None: all)."""
+    if fmt is None:
+        return manifest["files"]
+    fmt = generations.TASKS if fmt.lower() == generations.TASKS else fmt.upper()
+    if fmt != generations.TASKS and fmt not in manifest["formats"]:
+        raise InvalidInput(
+            f"generation {manifest['generation']} has no {fmt} export "
+            f"(formats: {', '.join(manifest['formats']) or 'none'})"
+        )
+    return [f for f in manifest["files"] if f["format"] == fmt]
 
 
 @dataclass
@@ -38,17 +98,17 @@ def pull(storage, project_id: int, wanted: int | None, fmt: str | None, to: Path
     to = Path(to)
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise InvalidInput(f"{to} exists and is not an empty folder")
-    listed = generations.find(generations.read_index(storage, project_id), project_id, wanted)
+    listed = find(read_index(storage, project_id), project_id, wanted)
     number = listed["generation"]
     manifest = generations.read_manifest(storage, project_id, number, listed["sha256"])
-    entries = list(generations.select_format(manifest, fmt))
+    entries = list(select_format(manifest, fmt))
     to.parent.mkdir(parents=True, exist_ok=True)
     partial = to.parent / f".{to.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
         total = 0
         for entry in entries:
-            data = generations.read_object(storage, project_id, entry)
+            data = read_object(storage, project_id, entry)
             target = partial / check_key(entry["path"])  # confined: no absolute path, no ..
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
@@ -65,29 +125,36 @@ def pull(storage, project_id: int, wanted: int | None, fmt: str | None, to: Path
 @dataclass
 class Diff:
     """Tasks added, changed and deleted between two generations, by split; export files
-    that changed."""
+    that changed; and the task files' digests before and after, for those tasks."""
 
-    before: int
+    before: int | None
     after: int
     tasks: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=lambda: {"added": 0, "changed": 0, "deleted": 0})
+    task_files: dict[int, tuple[dict | None, dict | None]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {"from": self.before, "to": self.after, "tasks": self.tasks, "files": self.files}
 
 
-def diff(storage, project_id: int, before: int, after: int) -> Diff:
-    """What changed from generation ``before`` to ``after`` (both retained)."""
-    entries = generations.read_index(storage, project_id)
-    old, new = (
-        _files(storage, project_id, generations.find(entries, project_id, number))
-        for number in (before, after)
+def diff(storage, project_id: int, before: int | None, after: int) -> Diff:
+    """What changed from generation ``before`` (None: from nothing) to ``after``; both must
+    be retained."""
+    entries = read_index(storage, project_id)
+    new = _files(storage, project_id, find(entries, project_id, after))
+    old = (
+        ({}, None)
+        if before is None
+        else _files(storage, project_id, find(entries, project_id, before))
     )
     split = tuple((name, float(share)) for name, share in new[1]["split"])
     result = Diff(before, after)
     for path in sorted(old[0].keys() | new[0].keys()):
         was, now = old[0].get(path), new[0].get(path)
         if was == now:
+            continue
+        was_sha, now_sha = (e and e["sha256"] for e in (was, now))
+        if was_sha == now_sha:
             continue
         change = "added" if was is None else "deleted" if now is None else "changed"
         task_id = _task_id(path)
@@ -96,18 +163,45 @@ def diff(storage, project_id: int, before: int, after: int) -> Diff:
             continue
         by_split = result.tasks.setdefault(split_of(task_id, split), _empty())
         by_split[change].append(task_id)
+        result.task_files[task_id] = (was, now)
     return result
+
+
+def annotation_changes(
+    storage, project_id: int, result: Diff, ids: dict[str, list[int]], limit: int = 2000
+) -> dict[str, int] | None:
+    """Annotations added, changed and deleted within the tasks ``ids`` (by change, as in
+    ``result``), read from the generations' task files; None beyond ``limit`` tasks (the
+    files would be read one by one)."""
+    tasks = [task_id for change in ids.values() for task_id in change]
+    if len(tasks) > limit:
+        return None
+    counts = {"added": 0, "changed": 0, "deleted": 0}
+    for task_id in tasks:
+        was, now = result.task_files[task_id]
+        old, new = (_annotations(storage, project_id, entry) for entry in (was, now))
+        counts["added"] += len(new.keys() - old.keys())
+        counts["deleted"] += len(old.keys() - new.keys())
+        counts["changed"] += sum(1 for a in new.keys() & old.keys() if new[a] != old[a])
+    return counts
+
+
+def _annotations(storage, project_id: int, entry: dict | None) -> dict[Any, bytes]:
+    if entry is None:
+        return {}
+    task = orjson.loads(read_object(storage, project_id, entry))
+    return {a.get("id"): orjson.dumps(a) for a in task.get("annotations", [])}
 
 
 def _empty() -> dict[str, list[int]]:
     return {"added": [], "changed": [], "deleted": []}
 
 
-def _files(storage, project_id: int, listed: dict[str, Any]) -> tuple[dict[str, str], dict]:
+def _files(storage, project_id: int, listed: dict[str, Any]) -> tuple[dict[str, dict], dict]:
     manifest = generations.read_manifest(
         storage, project_id, listed["generation"], listed["sha256"]
     )
-    return {f["path"]: f["sha256"] for f in manifest["files"]}, manifest
+    return {f["path"]: f for f in manifest["files"]}, manifest
 
 
 def _task_id(path: str) -> int | None:
@@ -123,13 +217,13 @@ def write_zip(storage, project_id: int, wanted: int | None, fmt: str | None, out
     """Write generation ``wanted`` (None: the latest) as a zip into the binary file ``out``,
     every object checked first; the same generation always gives the same bytes (fixed
     timestamps, manifest order). Returns the generation's number."""
-    listed = generations.find(generations.read_index(storage, project_id), project_id, wanted)
+    listed = find(read_index(storage, project_id), project_id, wanted)
     manifest = generations.read_manifest(
         storage, project_id, listed["generation"], listed["sha256"]
     )
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-        for entry in generations.select_format(manifest, fmt):
-            data = generations.read_object(storage, project_id, entry)
+        for entry in select_format(manifest, fmt):
+            data = read_object(storage, project_id, entry)
             archive.writestr(_zip_info(check_key(entry["path"])), data)
         archive.writestr(
             _zip_info(MANIFEST_NAME), orjson.dumps(manifest, option=orjson.OPT_INDENT_2)

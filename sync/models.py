@@ -163,6 +163,8 @@ class Generation(Base):
     files: Mapped[int] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger)
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a trigger announced it: retention keeps it longer (a CI job may pull it later).
+    announced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class GenerationObject(Base):
@@ -173,3 +175,69 @@ class GenerationObject(Base):
     project_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+class TriggerState(Base):
+    """Where a trigger stands for a project: the generation it last announced, when it first
+    saw a change it has not announced yet, when it last sent; ``version`` for optimistic
+    concurrency (two workers never fire the same change twice)."""
+
+    __tablename__ = "trigger_state"
+
+    trigger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    announced_generation: Mapped[int | None] = mapped_column(Integer)
+    first_unsent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TriggerDelivery(Base):
+    """One trigger message (the outbox): recorded before it is sent, kept after.
+    pending -> sending (claimed until ``claimed_until``) -> delivered | pending (retry)
+    | failed (attempts exhausted, refused address) | disabled (410)."""
+
+    __tablename__ = "trigger_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    trigger: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[int] = mapped_column(BigInteger)
+    generation: Mapped[int] = mapped_column(Integer)
+    previous_generation: Mapped[int | None] = mapped_column(Integer)
+    msg_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # the event, without any secret
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_trigger_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+
+class TriggerAttempt(Base):
+    """One attempt to send a trigger delivery, and its answer."""
+
+    __tablename__ = "trigger_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    elapsed_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class TriggerEndpoint(Base):
+    """A trigger whose endpoint answered 410 Gone: nothing more is sent until a replay."""
+
+    __tablename__ = "trigger_endpoints"
+
+    trigger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    disabled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)

@@ -13,7 +13,7 @@ import time
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 
-from sync import exports, inbox, jobs, store
+from sync import exports, inbox, jobs, store, triggers
 from sync.errors import Unavailable
 from sync.reconcile import resync_project
 from sync.runtime import Runtime, current_runtime
@@ -84,12 +84,13 @@ def schedule_resyncs(rt: Runtime) -> int:
 
 
 def sweep_forever(rt: Runtime, stop) -> None:
-    """Run :func:`sweep` every ``ANNOSYNC_SWEEP_INTERVAL_S`` until ``stop`` is set, and
-    queue the periodic resyncs that are due."""
+    """Run :func:`sweep` every ``ANNOSYNC_SWEEP_INTERVAL_S`` until ``stop`` is set, queue the
+    periodic resyncs that are due, and the trigger deliveries and triggers that are due."""
     while not stop.wait(rt.settings.sweep_interval_s):
         try:
             sweep(rt)
             schedule_resyncs(rt)
+            triggers.sweep(rt)
         except (Unavailable, StorageError, RedisError) as exc:
             log.warning("sweep failed, will retry: %s", exc)
         except Exception:

@@ -15,7 +15,7 @@ import pytest
 from conftest import Receiver, make_settings, run_worker
 from test_incremental import PROJECT, _annotation, _send, _tasks_created
 
-from sync import cli, generations
+from sync import cli, generations, materialise
 from sync.runtime import Runtime, set_runtime
 
 TOKEN = "generations-token"
@@ -70,7 +70,7 @@ def test_a_generation_is_pulled_byte_for_byte_after_later_changes(
     _send(rt, _tasks_created(range(1, 7)))
     run_worker(rt)
     _label(rt, 1)
-    first = generations.read_index(rt.storage, 1)[-1]
+    first = materialise.read_index(rt.storage, 1)[-1]
     announced = _project_files(rt)
     assert first["counts"]["tasks"] == 6
 
@@ -78,7 +78,7 @@ def test_a_generation_is_pulled_byte_for_byte_after_later_changes(
         _label(rt, stamp, task_id=1 + stamp % 3, label="Truck")
     _send(rt, {"action": "TASKS_DELETED", "tasks": [{"id": 6}], "project": PROJECT})
     run_worker(rt)
-    latest = generations.read_index(rt.storage, 1)[-1]
+    latest = materialise.read_index(rt.storage, 1)[-1]
     assert latest["generation"] > first["generation"]
 
     out = tmp_path / "pulled"
@@ -118,7 +118,7 @@ def test_retention_expires_old_generations_and_their_objects(
     run_worker(rt)
     for stamp in range(1, 6):
         _label(rt, stamp, label=["Car", "Truck"][stamp % 2])
-    kept = generations.read_index(rt.storage, 1)
+    kept = materialise.read_index(rt.storage, 1)
     assert len(kept) == 2
     oldest = kept[0]["generation"] - 1
     code = _cli(monkeypatch, rt, "pull", "--project", "1", "--generation", str(oldest),
@@ -143,7 +143,7 @@ def test_a_pull_refuses_bytes_that_do_not_match_and_writes_nothing(
     set_runtime(rt)
     _send(rt, _tasks_created(range(1, 3)))
     run_worker(rt)
-    listed = generations.read_index(rt.storage, 1)[-1]
+    listed = materialise.read_index(rt.storage, 1)[-1]
     manifest = generations.read_manifest(rt.storage, 1, listed["generation"], listed["sha256"])
     victim = manifest["files"][0]
     rt.storage.put(generations.object_key(1, victim["sha256"]), b"tampered")

@@ -1,7 +1,6 @@
-"""``annosync generations list|diff`` and ``annosync pull``: the commands a CI job runs.
-
-They read the bucket alone (``ANNOSYNC_STORAGE_URL`` and its credentials): no database,
-no Redis, so a CI runner needs nothing else.
+"""The commands around CI: ``generations list|diff`` and ``pull``, which a CI job runs and
+which read the bucket alone (``ANNOSYNC_STORAGE_URL`` and its credentials: no database, no
+Redis), and ``triggers list|replay``, which an operator runs where the database is.
 """
 
 from __future__ import annotations
@@ -11,7 +10,9 @@ import json
 from pathlib import Path
 
 from config.settings import load_settings
-from sync import generations, materialise
+from sync import materialise, triggers
+from sync.errors import InvalidInput
+from sync.runtime import Runtime
 from sync.storage import open_storage
 
 
@@ -34,7 +35,7 @@ def generation_number(value: str) -> int | None:
 
 
 def cmd_generations_list(args: argparse.Namespace) -> int:
-    entries = generations.read_index(_storage(), args.project)
+    entries = materialise.read_index(_storage(), args.project)
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -77,6 +78,37 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triggers_list(args: argparse.Namespace) -> int:
+    rt = Runtime(load_settings())
+    with rt.sessions() as session:
+        found = triggers.deliveries(session, args.project, args.limit)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print("no trigger deliveries")
+    for d in found:
+        tries = ", ".join(
+            f"{a['at'][:19]} {a['status'] or '-'}{' ' + a['error'][:60] if a['error'] else ''}"
+            for a in d["attempts"]
+        )
+        due = f"; next attempt {d['next_attempt_at'][:19]}" if d["next_attempt_at"] else ""
+        print(
+            f"{d['id']:>6}  {d['trigger']:16} project {d['project']} generation "
+            f"{d['generation']}  {d['status']}{due}  [{tries or 'not sent yet'}]"
+        )
+    return 0
+
+
+def cmd_triggers_replay(args: argparse.Namespace) -> int:
+    rt = Runtime(load_settings())
+    for delivery_id in args.ids:
+        if not triggers.replay(rt, delivery_id):
+            raise InvalidInput(f"no trigger delivery {delivery_id}")
+        print(f"trigger delivery {delivery_id} queued again")
+    return 0
+
+
 def register(add, sub) -> None:
     """Add the commands to the ``annosync`` parser (``add`` as in ``cli.build_parser``)."""
     gens = add("generations", None, "pinned dataset generations")
@@ -94,3 +126,11 @@ def register(add, sub) -> None:
     pull.add_argument("--generation", type=generation_number, default=None, metavar="N|latest")
     pull.add_argument("--format", help="only this format's files (or 'tasks')")
     pull.add_argument("--to", type=Path, required=True, help="a new or empty folder")
+    trig = add("triggers", None, "CI trigger deliveries")
+    tsub = trig.add_subparsers(dest="triggers_command", required=True)
+    tlist = add("list", cmd_triggers_list, "the newest trigger deliveries", parent=tsub)
+    tlist.add_argument("--project", type=int)
+    tlist.add_argument("--limit", type=int, default=50)
+    tlist.add_argument("--json", action="store_true")
+    treplay = add("replay", cmd_triggers_replay, "send trigger deliveries again", parent=tsub)
+    treplay.add_argument("ids", type=int, nargs="+")
