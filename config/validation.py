@@ -147,6 +147,11 @@ def _issues(name: str, body: Any, limit: int) -> list[Issue]:
     return issues
 
 
+def validate(name: str, body: Any, limit: int = 20) -> list[Issue]:
+    """All problems of ``body`` against schema file ``name`` (empty when it is valid)."""
+    return _issues(name, body, limit)
+
+
 def validate_delivery(body: Any, limit: int = 20) -> list[Issue]:
     """All schema problems of a parsed delivery body (empty when it is valid).
 

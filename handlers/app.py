@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from config.settings import Settings
-from handlers import api, generations, health, webhooks
+from handlers import api, generations, health, snapshots, webhooks
 from handlers.errors import IdConverter, register_error_handlers
 from sync.archives import ArchivePool
 from sync.group_commit import GroupCommit
@@ -13,7 +13,7 @@ from sync.runtime import Runtime
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
-    """A receiver for ``settings`` (blueprints: webhooks, health, api, generations)."""
+    """A receiver for ``settings`` (blueprints: webhooks, health, api, generations, snapshots)."""
     app = Flask("annosync")
     app.url_map.converters["id"] = IdConverter
     runtime = runtime or Runtime(settings)
@@ -27,4 +27,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(generations.bp)
+    app.register_blueprint(snapshots.bp)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import tempfile
 import threading
 import zipfile
@@ -22,11 +23,12 @@ from typing import IO
 
 from config.settings import Settings
 from sync import documents, exports
-from sync.convert import render_into
+from sync.convert import read_tasks, render_into
 from sync.errors import Busy
 from sync.exporters import get_exporter
 from sync.limits import Limits
 from sync.runtime import Runtime
+from sync.storage import StorageError
 
 CHILD_NICENESS = 10
 _child_runtime: Runtime | None = None
@@ -48,6 +50,13 @@ class ArchivePool:
     def render(self, project_id: int, fmt: str) -> tuple[IO[bytes], int]:
         """The zip of ``fmt`` for ``project_id`` as an open file (at its start) and its
         size; the file is unlinked, so closing it frees it. Raises :class:`ExportsBusy`."""
+        return self._run(_render, project_id, fmt)
+
+    def render_snapshot(self, project_id: int, key: str, fmt: str) -> tuple[IO[bytes], int]:
+        """As :meth:`render`, from the export snapshot stored at ``key``."""
+        return self._run(_render_snapshot, project_id, fmt, key)
+
+    def _run(self, render, *args) -> tuple[IO[bytes], int]:
         if not self._slots.acquire(blocking=False):
             raise ExportsBusy(
                 f"{self.settings.export_workers} exports are being rendered; retry in a few seconds"
@@ -55,7 +64,7 @@ class ArchivePool:
         try:
             spool = tempfile.NamedTemporaryFile(prefix="annosync-export-", suffix=".zip")  # noqa: SIM115
             try:
-                self._executor().submit(_render, project_id, fmt, spool.name).result()
+                self._executor().submit(render, *args, spool.name).result()
                 spool.seek(0, os.SEEK_END)
                 size = spool.tell()
                 spool.seek(0)
@@ -96,9 +105,30 @@ def _render(project_id: int, fmt: str, path: str) -> int:
         return export_archive(_child_runtime, project_id, fmt, out)
 
 
+def _render_snapshot(project_id: int, fmt: str, key: str, path: str) -> int:
+    rt = _child_runtime
+    with tempfile.NamedTemporaryFile(prefix="annosync-snapshot-", suffix=".json") as copy:
+        source = rt.storage.open(key)
+        if source is None:
+            raise StorageError(f"{key} is gone")
+        with source:
+            shutil.copyfileobj(source, copy, 1 << 20)
+        copy.flush()
+        with open(path, "wb") as out:
+            return _zip_rendered(rt, project_id, fmt, read_tasks(Path(copy.name)), out)
+
+
 def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
     """Write a zip of one format rendered from the stored tasks into ``out`` (a binary file);
     returns the number of tasks. Nothing is written to storage."""
+    with rt.sessions() as session:
+        tasks = documents.project_documents(session, project_id)
+        return _zip_rendered(rt, project_id, fmt, tasks, out)
+
+
+def _zip_rendered(rt: Runtime, project_id: int, fmt: str, tasks, out) -> int:
+    """Render ``tasks`` (``(document, bytes)``) to ``fmt`` with the project's context and
+    write the files as a zip into ``out``; the number of tasks rendered."""
     exporter = get_exporter(fmt)
     # Read only: the class list that rendering may extend is never flushed (on SQLite a
     # flush would hold the one write lock, and every webhook with it, for the whole render).
@@ -108,7 +138,6 @@ def export_archive(rt: Runtime, project_id: int, fmt: str, out) -> int:
         tempfile.TemporaryDirectory() as staging,
     ):
         ctx = exports.context_for(session, project_id, rt.settings)
-        tasks = documents.project_documents(session, project_id)
         limits = Limits.from_settings(rt.settings)
         summary = render_into(tasks, exporter, Path(staging), ctx, limits=limits)
         session.rollback()  # keep the stored class list

@@ -241,3 +241,22 @@ class TriggerEndpoint(Base):
     trigger: Mapped[str] = mapped_column(String(64), primary_key=True)
     disabled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text)
+
+
+class Snapshot(Base):
+    """An export snapshot (Label Studio's ``/exports`` shape) of a pinned generation:
+    created -> in_progress -> completed | failed; its file is ``snapshots/<project>/<id>.json``."""
+
+    __tablename__ = "snapshots"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    title: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    options: Mapped[str] = mapped_column(Text)  # the filters and serialization options
+    counters: Mapped[str | None] = mapped_column(Text)
+    md5: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

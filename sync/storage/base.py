@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from sync.errors import AnnosyncError, InvalidInput
 
@@ -33,8 +33,15 @@ class StorageBackend(Protocol):
         """Write several objects, each whole and atomic, in whatever way is fastest for the
         backend; on a failure, raise StorageError (some objects may be written)."""
 
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        """Write the whole object from the binary file ``source`` (read from its current
+        position to its end) without holding it in memory; atomic as :meth:`put`."""
+
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
+
+    def open(self, key: str) -> BinaryIO | None:
+        """The object as a binary file to read in chunks (close it), or None."""
 
     def delete(self, key: str) -> None:
         """Remove the object if it exists."""

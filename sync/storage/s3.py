@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -67,6 +69,22 @@ class S3Storage:
 
     def put_many(self, items: list[tuple[str, bytes]]) -> None:
         put_concurrently(self.put, items, workers=16)  # requests wait on the network
+
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        try:  # multipart for large files: a part at a time in memory, never the whole
+            self.client.upload_fileobj(source, self.bucket, self._key(key))
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise _translate("write", key, exc) from None
+
+    def open(self, key: str) -> BinaryIO | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise _translate("read", key, exc) from None
+        except BotoCoreError as exc:
+            raise _translate("read", key, exc) from None
 
     def get(self, key: str) -> bytes | None:
         full = self._key(key)
