@@ -44,6 +44,9 @@ log = logging.getLogger("annosync.generations")
 TASKS = "tasks"  # the "format" of task files in a manifest
 STATE = "_state"  # ... and of exports/<project>/_state.json
 COPY_BATCH = 256
+# Objects no kept generation names are removed at every GARBAGE_EVERY-th generation: finding
+# them reads every kept manifest, which would otherwise double the cost of each capture.
+GARBAGE_EVERY = 10
 
 
 class GenerationError(AnnosyncError):
@@ -141,7 +144,8 @@ def capture(
         bytes=manifest["counts"]["bytes"],
     )
     kept, expired = _retention(rt.settings, session, project.id, row, now)
-    garbage = _garbage(rt.storage, project.id, kept, manifest, sizes) if expired else []
+    collect = row.number % GARBAGE_EVERY == 0  # reads every kept manifest: not every time
+    garbage = _garbage(rt.storage, project.id, kept, manifest, sizes) if collect else []
     # The database writes, last.
     record_objects(session, new_objects)
     session.merge(row)  # a capture that failed before its commit may have left the number

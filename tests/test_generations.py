@@ -112,6 +112,7 @@ def test_a_generation_is_pulled_byte_for_byte_after_later_changes(
 def test_retention_expires_old_generations_and_their_objects(
     tmp_path, sqlite_url, redis_url, monkeypatch, capsys
 ):
+    monkeypatch.setattr(generations, "GARBAGE_EVERY", 1)  # collect at every generation
     rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url, generations_keep=2))
     set_runtime(rt)
     _send(rt, _tasks_created(range(1, 4)))

@@ -24,9 +24,10 @@ from werkzeug.wrappers import Request, Response
 
 from config.settings import SettingsError, load_settings
 from config.triggers import Trigger
-from sync import cli, generations, materialise, triggers
+from sync import cli, generations, launcher, materialise, triggers
 from sync.models import TriggerDelivery
 from sync.runtime import Runtime, set_runtime
+from tests.served import post, receiver_env, served, update_body
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"annosync-trigger-test-key-32byte"
@@ -306,3 +307,39 @@ def test_a_bad_trigger_file_stops_start_up_with_one_line(tmp_path):
     (trigger,) = settings.triggers
     assert trigger.target == "github" and trigger.watches(3) and not trigger.watches(4)
     assert "ghp_x" in settings.secret_values() and "ghp_x" not in repr(settings)
+
+
+@pytest.mark.timing
+def test_a_trigger_reaches_ci_within_the_debounce_plus_two_seconds(tmp_path, sqlite_url, redis_url):
+    """The production shape: the receiver and a worker as processes; label changes arrive
+    over HTTP, the signed trigger reaches the CI server within the debounce + 2 s."""
+    ci = CI()
+    env = receiver_env(
+        tmp_path, sqlite_url, redis_url,
+        ANNOSYNC_EXPORT_DEBOUNCE_MS="500",
+        ANNOSYNC_TRIGGER_URLS=ci.url + "/hook", ANNOSYNC_TRIGGER_SECRET=WHSEC,
+        ANNOSYNC_TRIGGER_MIN_CHANGES="3", ANNOSYNC_TRIGGER_MIN_INTERVAL_S="0",
+        ANNOSYNC_TRIGGER_ALLOW_PRIVATE="1",
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "sync.cli", "worker"], cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "error", **env},
+    )  # fmt: skip
+    try:
+        with served(env) as base:
+            for seq in (1, 2, 3):
+                assert post(base, update_body(seq, task_id=seq))[0].status_code == 202
+            sent = time.monotonic()
+            deadline = sent + 30
+            while not ci.requests and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert ci.requests, "no trigger within 30 s"
+            took = ci.requests[0]["at"] - sent
+            event = verify_standard_webhook(
+                WHSEC, ci.requests[0]["headers"], ci.requests[0]["body"]
+            )
+    finally:
+        launcher.terminate([worker])
+        ci.close()
+    assert event["data"]["changes"]["tasks"]["added"] == 3
+    assert took < 0.5 + 2, f"trigger after {took:.2f} s"
