@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from handlers.attachment import zip_attachment
-from handlers.auth import api_token_matches
+from handlers.auth import require_api_token
 from handlers.errors import error
 from sync import exports, status, store
 from sync.archives import ExportsBusy
@@ -25,10 +25,7 @@ OPENAPI = Path(__file__).resolve().parents[1] / "config" / "openapi.json"
 def require_token():
     if request.endpoint == "api.openapi":
         return None
-    token = current_app.config["RUNTIME"].settings.api_token
-    if not api_token_matches(request, token):
-        return error(401, "unauthorized", "expected Authorization: Token <ANNOSYNC_API_TOKEN>")
-    return None
+    return require_api_token()
 
 
 @bp.get("/openapi.json")

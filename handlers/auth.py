@@ -6,8 +6,9 @@ import hashlib
 import hmac
 import time
 
-from flask import Request
+from flask import Request, current_app, request
 
+from handlers.errors import error
 from sync import signing
 
 
@@ -83,3 +84,12 @@ def _standard_valid(request: Request, raw: bytes, secrets: tuple[str, ...], now:
         for candidate in offered:
             valid |= hmac.compare_digest(candidate, expected)
     return valid
+
+
+def require_api_token():
+    """A blueprint's ``before_request``: the ``/api`` routes need
+    ``Authorization: Token <ANNOSYNC_API_TOKEN>`` (a JSON 401 otherwise)."""
+    token = current_app.config["RUNTIME"].settings.api_token
+    if not api_token_matches(request, token):
+        return error(401, "unauthorized", "expected Authorization: Token <ANNOSYNC_API_TOKEN>")
+    return None

@@ -8,7 +8,7 @@ import tempfile
 from flask import Blueprint, current_app, jsonify, request
 
 from handlers.attachment import zip_attachment
-from handlers.auth import api_token_matches
+from handlers.auth import require_api_token
 from handlers.errors import error
 from sync import generations, materialise
 from sync.materialise import GenerationNotFound
@@ -16,12 +16,7 @@ from sync.materialise import GenerationNotFound
 bp = Blueprint("generations", __name__)
 
 
-@bp.before_request
-def require_token():
-    token = current_app.config["RUNTIME"].settings.api_token
-    if not api_token_matches(request, token):
-        return error(401, "unauthorized", "expected Authorization: Token <ANNOSYNC_API_TOKEN>")
-    return None
+bp.before_request(require_api_token)
 
 
 @bp.errorhandler(GenerationNotFound)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from handlers.attachment import zip_attachment
-from handlers.auth import api_token_matches
+from handlers.auth import require_api_token
 from handlers.errors import error
 from sync import snapshots
 from sync.archives import ExportsBusy
@@ -18,12 +18,7 @@ bp = Blueprint("snapshots", __name__)
 CHUNK = 256 * 1024
 
 
-@bp.before_request
-def require_token():
-    token = current_app.config["RUNTIME"].settings.api_token
-    if not api_token_matches(request, token):
-        return error(401, "unauthorized", "expected Authorization: Token <ANNOSYNC_API_TOKEN>")
-    return None
+bp.before_request(require_api_token)
 
 
 @bp.errorhandler(snapshots.SnapshotRefused)

@@ -87,15 +87,14 @@ class S3Storage:
             raise _translate("read", key, exc) from None
 
     def get(self, key: str) -> bytes | None:
-        full = self._key(key)
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                return None
-            raise _translate("read", key, exc) from None
-        except BotoCoreError as exc:
-            raise _translate("read", key, exc) from None
+        body = self.open(key)
+        if body is None:
+            return None
+        with body:
+            try:
+                return body.read()
+            except BotoCoreError as exc:
+                raise _translate("read", key, exc) from None
 
     def delete(self, key: str) -> None:
         full = self._key(key)
