@@ -6,7 +6,7 @@ aggregates, ``_state.json``) is named with its sha256 and size in a manifest, an
 are kept content-addressed, so a generation costs only the files that changed since the
 ones before it (plus the aggregates, which are whole files, and the manifest)::
 
-    generations/<project>/objects/<sha[:2]>/<sha256>    bytes of a file, once per content
+    generations/<project>/objects/<sha256>            bytes of a file, once per content
     generations/<project>/<N>.json                      manifest of generation N
     generations/<project>/index.json                    retained generations, oldest first
 
