@@ -62,7 +62,9 @@ def root(project_id: int) -> str:
 
 
 def object_key(project_id: int, sha256: str) -> str:
-    return f"{root(project_id)}objects/{sha256[:2]}/{sha256}"
+    # One flat folder: a drain's batch then fsyncs one folder, not one per object (ext4
+    # and S3 keep many names in one folder or prefix well).
+    return f"{root(project_id)}objects/{sha256}"
 
 
 def manifest_key(project_id: int, number: int) -> str:
