@@ -192,15 +192,18 @@ def _live_digests(session: Session, project_id: int, formats) -> dict[str, tuple
 
 def objects_to_write(
     session: Session, settings, project_id: int | None, items: list[tuple[str, bytes]]
-) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
+) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
     """The objects that files being written (``items``) add to the project's object store,
-    and the rows that record them once storage holds them. Writers put them in the same
-    storage batch as the files, so a capture finds every per-task file's bytes already
-    stored and copies nothing (the bytes are at hand then; a later copy would read them
-    back). Callers hold the project's drain lock, as capture and garbage collection do."""
+    as ``(object key, file key)`` for :meth:`StorageBackend.copy_many` once the files are
+    written, and the rows that record them once storage holds them. So a capture finds every
+    per-task file's bytes already stored and copies nothing. Callers hold the project's
+    drain lock, as capture and garbage collection do."""
     if project_id is None or settings.generations_keep == 0 or not items:
         return [], []
-    fresh = {sha256(data): data for _key, data in items}
+    final = dict(items)  # a key written twice holds its last bytes: copy from those only
+    fresh: dict[str, tuple[str, int]] = {}
+    for key, data in final.items():
+        fresh.setdefault(sha256(data), (key, len(data)))
     with session.no_autoflush:  # a read: pending changes must not take the write lock yet
         known = list(
             session.scalars(
@@ -212,12 +215,12 @@ def objects_to_write(
         )
     for digest in known:
         del fresh[digest]
-    blobs = [(object_key(project_id, digest), data) for digest, data in fresh.items()]
+    copies = [(object_key(project_id, digest), key) for digest, (key, _n) in fresh.items()]
     rows = [
-        {"project_id": project_id, "sha256": digest, "size": len(data)}
-        for digest, data in fresh.items()
+        {"project_id": project_id, "sha256": digest, "size": size}
+        for digest, (_key, size) in fresh.items()
     ]
-    return blobs, rows
+    return copies, rows
 
 
 def record_objects(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -227,9 +230,10 @@ def record_objects(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def _store_objects(storage, session: Session, project_id: int, digests, aggregates):
-    """Store every content not in the object store yet (the aggregates; per-task files that
-    were written before generations existed). Returns ``{sha256: size}`` of all and the rows
-    of the new objects, for :func:`record_objects`."""
+    """Store every content not in the object store yet: the aggregates (copies of the files
+    just written) and per-task files written before generations existed (read back and
+    checked). Returns ``{sha256: size}`` of all and the rows of the new objects, for
+    :func:`record_objects`."""
     known = session.execute(
         select(GenerationObject.sha256, GenerationObject.size).where(
             GenerationObject.project_id == project_id
@@ -240,24 +244,28 @@ def _store_objects(storage, session: Session, project_id: int, digests, aggregat
     for key, (_fmt, digest) in digests.items():
         if digest not in sizes:
             missing.setdefault(digest, key)
-    items = list(missing.items())
     rows = []
-    for start in range(0, len(items), COPY_BATCH):
-        batch = items[start : start + COPY_BATCH]
-        writes = [
-            (object_key(project_id, digest), _bytes_of(storage, key, digest, aggregates))
-            for digest, key in batch
-        ]
+    copies = [(object_key(project_id, d), key) for d, key in missing.items() if key in aggregates]
+    storage.copy_many(copies)
+    for digest, key in missing.items():
+        if key in aggregates:
+            rows.append(
+                {"project_id": project_id, "sha256": digest, "size": len(aggregates[key][1])}
+            )
+    older = [(d, key) for d, key in missing.items() if key not in aggregates]
+    for start in range(0, len(older), COPY_BATCH):
+        batch = older[start : start + COPY_BATCH]
+        writes = [(object_key(project_id, d), _bytes_of(storage, key, d)) for d, key in batch]
         storage.put_many(writes)
-        for (digest, _key), (_okey, data) in zip(batch, writes, strict=True):
-            rows.append({"project_id": project_id, "sha256": digest, "size": len(data)})
-            sizes[digest] = len(data)
+        rows += [
+            {"project_id": project_id, "sha256": digest, "size": len(data)}
+            for (digest, _key), (_okey, data) in zip(batch, writes, strict=True)
+        ]
+    sizes.update((row["sha256"], row["size"]) for row in rows)
     return sizes, rows
 
 
-def _bytes_of(storage, key: str, digest: str, aggregates) -> bytes:
-    if key in aggregates:
-        return aggregates[key][1]
+def _bytes_of(storage, key: str, digest: str) -> bytes:
     data = storage.get(key)
     if data is None or sha256(data) != digest:
         # Storage ahead of the store: a worker was killed between its write and its commit.

@@ -333,8 +333,9 @@ def write_dirty_tasks(
             # database: its write lock is held only for the statements (task_outputs.TaskOutputs).
             files = [(documents.task_key(d["id"]), raw) for d, raw in rendered]
             writes = files + (outputs.writes if outputs else [])
-            blobs, objects = generations.objects_to_write(session, rt.settings, project_id, writes)
-            rt.storage.put_many(writes + blobs)
+            copies, objects = generations.objects_to_write(session, rt.settings, project_id, writes)
+            rt.storage.put_many(writes)
+            rt.storage.copy_many(copies)
             for task_id in gone:
                 rt.storage.delete(documents.task_key(task_id))
             if outputs is not None:

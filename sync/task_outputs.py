@@ -152,10 +152,11 @@ def update_tasks(
     """Render, write and record the kept-fresh formats' outputs of changed tasks."""
     outputs = render_tasks(rt, session, project_id, tasks, deleted)
     if outputs is not None:
-        blobs, objects = generations.objects_to_write(
+        copies, objects = generations.objects_to_write(
             session, rt.settings, project_id, outputs.writes
         )
-        rt.storage.put_many(outputs.writes + blobs)
+        rt.storage.put_many(outputs.writes)
+        rt.storage.copy_many(copies)
         outputs.delete_stale(rt.storage)
         outputs.record(session)
         generations.record_objects(session, objects)

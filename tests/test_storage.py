@@ -208,3 +208,23 @@ def test_s3_unreachable_is_a_storage_error():
 def test_unknown_scheme_is_a_storage_error():
     with pytest.raises(StorageError):
         open_storage("gopher://bucket/x")
+
+
+def test_copies_keep_their_bytes_when_the_source_is_replaced(storage):
+    storage.put_many([("live/a.txt", b"first"), ("objects/a1", b"first")])
+    storage.copy_many([("objects/a1", "live/a.txt"), ("objects/a2", "live/a.txt")])
+    storage.put("live/a.txt", b"second")  # writers replace whole: the copies keep "first"
+    assert storage.get("objects/a1") == storage.get("objects/a2") == b"first"
+    assert storage.get("live/a.txt") == b"second"
+
+
+def test_put_file_and_open_stream_whole_objects(storage, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_bytes(b"[" + b",".join(b"%d" % n for n in range(200_000)) + b"]")
+    with big.open("rb") as source:
+        storage.put_file("snapshots/1/1.json", source)
+    reader = storage.open("snapshots/1/1.json")
+    with reader:
+        chunks = iter(lambda: reader.read(1 << 16), b"")
+        assert b"".join(chunks) == big.read_bytes()
+    assert storage.open("snapshots/1/none.json") is None

@@ -9,6 +9,7 @@ objects it renamed are whole and the others untouched (no temporary file is left
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -25,6 +26,8 @@ TEMP_PREFIX = ".tmp-"  # temporary files: never listed as objects
 TEMP_SUFFIX = ".part"
 ABANDONED_AFTER_S = 3600.0  # a temporary file of another machine this old is left over
 COPY_CHUNK = 1 << 20  # put_file copies a MiB at a time
+# link() refused: another filesystem, none supported, too many links to one inode.
+_NO_LINKS = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK}
 BATCH = 256  # files written before their fsyncs (each holds a descriptor until renamed)
 
 
@@ -113,6 +116,30 @@ class LocalStorage:
                 os.close(fd)
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
+
+    def copy_many(self, pairs: list[tuple[str, str]]) -> None:
+        """Hard links: no data is written (the source was fsynced when it was written), each
+        folder linked into is fsynced once. Where links are refused (another filesystem, a
+        filesystem without them) the bytes are copied."""
+        folders, copied = set(), []
+        try:
+            for target, source in pairs:
+                folder = self._folder(target)
+                try:
+                    os.link(self._path(source), folder / target.rpartition("/")[2])
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    if exc.errno not in _NO_LINKS:
+                        raise
+                    copied.append((target, self._path(source).read_bytes()))
+                    continue
+                folders.add(folder)
+            for folder in folders:
+                _fsync_folder(folder)
+        except OSError as exc:
+            raise StorageError(f"cannot copy {target}: {exc.strerror or exc}") from exc
+        self.put_many(copied)
 
     def open(self, key: str) -> BinaryIO | None:
         try:

@@ -76,6 +76,19 @@ class S3Storage:
         except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
             raise _translate("write", key, exc) from None
 
+    def copy_many(self, pairs: list[tuple[str, str]]) -> None:
+        put_concurrently(self._copy, pairs, workers=16)  # server-side: no bytes travel
+
+    def _copy(self, target: str, source: str) -> None:
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(target),
+                CopySource={"Bucket": self.bucket, "Key": self._key(source)},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate("copy", target, exc) from None
+
     def open(self, key: str) -> BinaryIO | None:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
