@@ -3,7 +3,15 @@ and scripts work against annosync (``Authorization: Token``)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    request,
+    stream_with_context,
+)
 
 from handlers.attachment import zip_attachment
 from handlers.auth import require_api_token
@@ -34,17 +42,8 @@ def _no_generation(exc: GenerationNotFound):
 def _found(project_id: int, export_pk: int, session) -> Snapshot:
     row = session.get(Snapshot, export_pk)
     if row is None or row.project_id != project_id:
-        raise _NoSnapshot(f"project {project_id} has no export {export_pk}")
+        abort(404, description=f"project {project_id} has no export {export_pk}")
     return row
-
-
-class _NoSnapshot(Exception):
-    pass
-
-
-@bp.errorhandler(_NoSnapshot)
-def _missing(exc: _NoSnapshot):
-    return error(404, "not_found", str(exc))
 
 
 @bp.post("/api/projects/<id:project_id>/exports/", strict_slashes=False)

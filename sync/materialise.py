@@ -151,10 +151,7 @@ def diff(storage, project_id: int, before: int | None, after: int) -> Diff:
     result = Diff(before, after)
     for path in sorted(old[0].keys() | new[0].keys()):
         was, now = old[0].get(path), new[0].get(path)
-        if was == now:
-            continue
-        was_sha, now_sha = (e and e["sha256"] for e in (was, now))
-        if was_sha == now_sha:
+        if (was and was["sha256"]) == (now and now["sha256"]):
             continue
         change = "added" if was is None else "deleted" if now is None else "changed"
         task_id = _task_id(path)

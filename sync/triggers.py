@@ -81,8 +81,14 @@ def _evaluate(rt: Runtime, trigger: Trigger, project_id: int) -> int | None:
             session.flush()
         if latest is None or state.announced_generation == latest.number:
             return None
-        changes = _changes(rt.storage, project_id, state.announced_generation, latest, trigger)
-        changed = sum(changes["tasks"].values())
+        if session.get(TriggerEndpoint, trigger.name) is not None:  # disabled by a 410
+            session.commit()
+            return None
+        diff, ids = _task_changes(
+            rt.storage, project_id, state.announced_generation, latest, trigger
+        )
+        tasks = {change: len(ids[change]) for change in ids}
+        changed = sum(tasks.values())
         if not changed:
             state.first_unsent_at = None
             session.commit()
@@ -94,9 +100,12 @@ def _evaluate(rt: Runtime, trigger: Trigger, project_id: int) -> int | None:
         if not due or (last and (now - last).total_seconds() < trigger.min_interval_s):
             session.commit()
             return None
-        if session.get(TriggerEndpoint, trigger.name) is not None:  # disabled by a 410
-            session.commit()
-            return None
+        # Annotations are counted from the changed tasks' files: only for a message sent,
+        # never on the sweeps that find a trigger not due yet.
+        annotations = materialise.annotation_changes(
+            rt.storage, project_id, diff, ids, ANNOTATION_DIFF_LIMIT
+        )
+        changes = {"tasks": tasks, "annotations": annotations}
         return _fire(rt, session, trigger, state, latest, changes, now)
 
 
@@ -143,24 +152,19 @@ def _fire(rt, session: Session, trigger, state, latest: Generation, changes, now
     return row.id
 
 
-def _changes(storage, project_id: int, announced: int | None, latest, trigger) -> dict:
-    """Tasks (in the trigger's splits) and annotations added, changed and deleted since the
-    announced generation (all of the latest one's when there is none, or it has expired)."""
-    entries = materialise.read_index(storage, project_id)
-    known = {e["generation"] for e in entries}
+def _task_changes(storage, project_id: int, announced: int | None, latest, trigger):
+    """The diff from the announced generation (from nothing when there is none, or it has
+    expired) to the latest, and the task ids added, changed and deleted in the trigger's
+    splits."""
+    known = {e["generation"] for e in materialise.read_index(storage, project_id)}
     base = announced if announced in known else None
     diff = materialise.diff(storage, project_id, base, latest.number)
-    tasks = {"added": 0, "changed": 0, "deleted": 0}
     ids: dict[str, list[int]] = {"added": [], "changed": [], "deleted": []}
     for split, by_change in diff.tasks.items():
         if trigger.splits is None or split in trigger.splits:
             for change, task_ids in by_change.items():
-                tasks[change] += len(task_ids)
                 ids[change] += task_ids
-    annotations = materialise.annotation_changes(
-        storage, project_id, diff, ids, ANNOTATION_DIFF_LIMIT
-    )
-    return {"tasks": tasks, "annotations": annotations}
+    return diff, ids
 
 
 def _event(rt, latest: Generation, previous: int | None, changes, now) -> dict[str, Any]:

@@ -198,18 +198,15 @@ def test_a_failed_send_is_retried_with_backoff_and_a_410_disables_the_endpoint(
         set_runtime(None)
 
 
-def test_a_worker_killed_mid_send_loses_no_trigger(tmp_path, sqlite_url, redis_url):
+def test_a_worker_killed_mid_send_loses_no_trigger(tmp_path, sqlite_url, redis_url, monkeypatch):
     ci = CI(delay_s=30)  # the first request hangs: the worker is killed while it waits
     rt = _runtime(tmp_path, sqlite_url, redis_url, _hook(ci))
     try:
         _send(rt, _tasks_created(range(1, 5)))
         trigger = rt.settings.triggers[0]
-        run_worker_without_sending = triggers._queue_send
-        triggers._queue_send = lambda *_: None
-        try:
+        with monkeypatch.context() as patched:  # the decision only: the send happens below
+            patched.setattr(triggers, "_queue_send", lambda *_: None)
             run_worker(rt)
-        finally:
-            triggers._queue_send = run_worker_without_sending
         toml = tmp_path / "triggers.toml"
         toml.write_text(f'[[trigger]]\nname = "ci"\nurl = "{trigger.url}"\nsecret = "{WHSEC}"\n')
         env = {**os.environ, "ANNOSYNC_DATABASE_URL": sqlite_url, "REDIS_URL": redis_url,
