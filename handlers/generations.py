@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify, request
 
 from handlers.attachment import zip_attachment
 from handlers.auth import require_api_token
@@ -31,7 +31,9 @@ def _number(value: str) -> int | None:
         return None
     if value.isascii() and value.isdigit() and 0 < int(value) < 2**31:
         return int(value)
-    raise GenerationNotFound(f"generation must be a positive number or 'latest', not {value!r}")
+    message = f"generation must be a number from 1 to {2**31 - 1} or 'latest', not {value[:40]!r}"
+    detail = [{"path": "generation", "message": message, "rule": "generation"}]
+    abort(error(400, "invalid_generation", message, detail=detail))
 
 
 @bp.get("/api/projects/<id:project_id>/generations")

@@ -27,6 +27,7 @@ from sync.convert import read_tasks, render_into
 from sync.errors import Busy
 from sync.exporters import get_exporter
 from sync.limits import Limits
+from sync.materialise import zip_entry
 from sync.runtime import Runtime
 from sync.storage import StorageError
 
@@ -144,5 +145,7 @@ def _zip_rendered(rt: Runtime, project_id: int, fmt: str, tasks, out) -> int:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(Path(staging).rglob("*")):
                 if path.is_file():
-                    archive.write(path, path.relative_to(staging).as_posix())
+                    entry = zip_entry(path.relative_to(staging).as_posix())
+                    with path.open("rb") as source, archive.open(entry, "w") as target:
+                        shutil.copyfileobj(source, target, 1 << 20)
     return summary.tasks

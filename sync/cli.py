@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -28,16 +27,15 @@ from sync import (
     inbox,
     jobs,
     launcher,
+    reconcile,
     status,
     store,
     sweeper,
-    task_outputs,
 )
 from sync.errors import AnnosyncError, DatabaseUnavailable, InvalidInput
-from sync.exporters import exporter_names
-from sync.exporters.capabilities import list_formats
+from sync.exporters import exporter_names, get_exporter
+from sync.exporters.capabilities import list_formats, unfit_reason
 from sync.limits import Limits
-from sync.locks import ProjectLock
 from sync.logs import configure_logging
 from sync.models import Delivery
 from sync.progress import Progress
@@ -317,19 +315,39 @@ def _print_formats(config) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    """Regenerate a project's derived exports from the stored task state."""
-    settings = _settings()
-    if args.format:
-        settings = replace(settings, export_formats=(args.format.upper(),))
-    rt = Runtime(settings)
-    with ProjectLock(rt.worker_redis, args.project, wait_s=60, ttl_s=900):
-        tasks = task_outputs.rebuild_project(rt, args.project)
-        generation = exports.write_aggregates(rt, args.project)
+    """Regenerate a project's derived exports from the stored task state: every kept-fresh
+    format's files (or only ``--format``'s), then every aggregate."""
+    rt = Runtime(_settings())
+    only = _rebuildable(rt, args.project, args.format) if args.format else None
+    done = reconcile.rebuild(rt, args.project, only)
+    names = ", ".join(only or rt.settings.export_formats)
+    repaired = f"; {done.repaired} files repaired" if done.repaired else ""
+    tidy = f"; {done.removed} files no task owns removed" if done.removed else ""
     print(
-        f"project {args.project}: {tasks} tasks rendered to "
-        f"{', '.join(settings.export_formats)}; generation {generation}"
+        f"project {args.project}: {done.tasks} tasks rendered to {names}; "
+        f"generation {done.generation}{repaired}{tidy}"
     )
     return 0
+
+
+def _rebuildable(rt: Runtime, project_id: int, name: str) -> tuple[str, ...]:
+    """``(NAME,)`` for a kept-fresh format that fits the project's label config; anything
+    else is a usage error (a format not kept fresh would be written once, never updated)."""
+    name = name.upper()
+    if name not in exporter_names():
+        raise UsageError(f"unknown format {name}; the formats: {', '.join(exporter_names())}")
+    kept = rt.settings.export_formats
+    if name not in kept:
+        raise UsageError(
+            f"{name} is not kept fresh (ANNOSYNC_EXPORT_FORMATS: {', '.join(kept) or 'none'}); "
+            f"`annosync convert` writes a one-off export"
+        )
+    with rt.sessions() as session:
+        config = exports.project_config(session, project_id)
+    why = unfit_reason(get_exporter(name), config)
+    if why is not None:
+        raise UsageError(f"{name} does not fit project {project_id}'s label config: {why}")
+    return (name,)
 
 
 def cmd_settings(_args: argparse.Namespace) -> int:

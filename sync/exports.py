@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -88,13 +89,38 @@ def needs_full_rebuild(session: Session, project_id: int) -> bool:
     return project is not None and project.exports_config_version != project.config_version
 
 
+@dataclass(frozen=True)
+class Aggregated:
+    """What an aggregate rebuild left: the project's generation, the keys it wrote, and how
+    many of them storage held different bytes of (counted only when told what it held)."""
+
+    generation: int
+    keys: frozenset[str] = frozenset()
+    repaired: int = 0
+
+
 def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = None) -> int:
-    """Rebuild every kept-fresh aggregate from the stored fragments; returns the generation.
-    ``lock`` (the project's export lock) is renewed after each format. The project's new
-    state is only flushed at the commit, after the storage writes (see :class:`TaskOutputs`)."""
+    """Rebuild every kept-fresh aggregate; returns the generation (see :func:`aggregate`)."""
+    return aggregate(rt, project_id, lock).generation
+
+
+def aggregate(
+    rt: Runtime,
+    project_id: int,
+    lock: ProjectLock | None = None,
+    *,
+    bump: bool = False,
+    listed: dict[str, str | None] | None = None,
+) -> Aggregated:
+    """Rebuild every kept-fresh aggregate from the stored fragments. ``lock`` (the project's
+    drain lock) is renewed after each format. The generation grows when the aggregates or
+    the per-task outputs changed, or with ``bump``, or when an aggregate storage held
+    (``listed``: key -> md5) was missing or damaged: after a repair, readers of the live
+    folders learn that they changed. The project's new state is only flushed at the
+    commit, after the storage writes (see :class:`TaskOutputs`)."""
     with rt.sessions() as session, session.no_autoflush:
         if needs_full_rebuild(session, project_id):  # mid-rebuild: it asks again when done
-            return project_row(session, project_id).export_generation
+            return Aggregated(project_row(session, project_id).export_generation)
         # The changes this rebuild covers: counted before any fragment is read, so changes
         # recorded meanwhile stay counted and ask for the next rebuild.
         consumed = project_row(session, project_id).export_changes
@@ -119,7 +145,15 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
             for path in sorted(files):
                 digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
         project = project_row(session, project_id)
-        bumped = project.export_digest != digest.hexdigest() or bool(consumed)
+        repaired = (
+            sum(
+                listed.get(key) != hashlib.md5(data).hexdigest()
+                for key, (_f, data) in written.items()
+            )
+            if listed is not None
+            else 0
+        )
+        bumped = project.export_digest != digest.hexdigest() or bool(consumed or bump or repaired)
         project.export_generation += bumped
         project.export_digest = digest.hexdigest()
         state_key = export_root(project_id, "") + "_state.json"
@@ -135,7 +169,7 @@ def write_aggregates(rt: Runtime, project_id: int, lock: ProjectLock | None = No
         session.commit()
         if captured is not None:
             captured.publish(rt.storage)
-        return project.export_generation
+        return Aggregated(project.export_generation, frozenset(written), repaired)
 
 
 def _state(session: Session, project: Project, formats) -> bytes:

@@ -169,8 +169,8 @@ def capture(
 
 
 def _live_digests(session: Session, project_id: int, formats) -> dict[str, tuple[str, str]]:
-    """``{key: (format, sha256)}`` of the task files and per-task export files that storage
-    holds now, as the store recorded them."""
+    """``{key: (format, sha256)}`` of the task files and per-task export files (of
+    ``formats``; None: all) that storage holds now, as the store recorded them."""
     digests: dict[str, tuple[str, str]] = {}
     tasks = session.execute(
         select(Task.id, Task.file_sha256).where(
@@ -179,15 +179,21 @@ def _live_digests(session: Session, project_id: int, formats) -> dict[str, tuple
     )
     for task_id, digest in tasks:
         digests[task_key(task_id)] = (TASKS, digest)
-    fragments = session.execute(
-        select(ExportFragment.format, ExportFragment.files).where(
-            ExportFragment.project_id == project_id, ExportFragment.format.in_(formats)
-        )
+    query = select(ExportFragment.format, ExportFragment.files).where(
+        ExportFragment.project_id == project_id
     )
+    if formats is not None:
+        query = query.where(ExportFragment.format.in_(formats))
+    fragments = session.execute(query)
     for fmt, files in fragments:
         for key, digest in orjson.loads(files).items():
             digests[key] = (fmt, digest)
     return digests
+
+
+def recorded_keys(session: Session, project_id: int) -> set[str]:
+    """The keys of every task file and per-task export file the store says storage holds."""
+    return set(_live_digests(session, project_id, None))
 
 
 def objects_to_write(

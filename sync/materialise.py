@@ -221,14 +221,16 @@ def write_zip(storage, project_id: int, wanted: int | None, fmt: str | None, out
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
         for entry in select_format(manifest, fmt):
             data = read_object(storage, project_id, entry)
-            archive.writestr(_zip_info(check_key(entry["path"])), data)
+            archive.writestr(zip_entry(check_key(entry["path"])), data)
         archive.writestr(
-            _zip_info(MANIFEST_NAME), orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+            zip_entry(MANIFEST_NAME), orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
         )
     return listed["generation"]
 
 
-def _zip_info(name: str) -> zipfile.ZipInfo:
+def zip_entry(name: str) -> zipfile.ZipInfo:
+    """A zip entry with a fixed timestamp and mode: the same files always zip to the same
+    bytes, so two downloads of one export compare equal."""
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16

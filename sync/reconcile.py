@@ -3,7 +3,9 @@
 Webhooks alone cannot keep a bucket right: Label Studio never retries one, sends none for
 task data edits or annotations imported with tasks, and objects can be removed behind our
 back. A resync compares every object of the project with what the store renders (presence
-and MD5), writes what is missing or different, and deletes orphans.
+and MD5): task files, the kept-fresh exports' per-task files and their aggregates. It writes
+what is missing or different and deletes orphans, but only under names annosync gives:
+``tasks/<id>.json`` and the folders of the kept-fresh formats (anything else is the user's).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sync import db, documents, store
+from sync import db, documents, exports, generations, store, task_outputs
 from sync.errors import AnnosyncError
+from sync.exporters import get_exporter
+from sync.exporters.capabilities import unfit_reason
 from sync.limits import Limits
 from sync.locks import ProjectLock
 from sync.models import Task
@@ -46,12 +51,15 @@ class ResyncSummary:
     dry_run: bool = False
     pulled: SnapshotResult | None = None
     retried: int = 0  # tasks that could not be exported, to be tried again
+    aggregates: int = 0  # aggregate files repaired (a dry run cannot know them)
 
     def line(self) -> str:
         verb = "would write" if self.dry_run else "written"
         gone = "would delete" if self.dry_run else "deleted"
         text = f"project {self.project}: {verb} {self.written}, {gone} {self.deleted}, "
         text += f"unchanged {self.unchanged}"
+        if self.aggregates:
+            text += f", {self.aggregates} aggregate files repaired"
         if self.retried:
             text += f", {self.retried} unexported tasks {'to retry' if self.dry_run else 'retried'}"
         if self.pulled:
@@ -132,23 +140,29 @@ def _session(rt: Runtime, private: bool) -> Iterator[Session]:
 def _reconcile_storage(
     rt: Runtime, session: Session, summary: ResyncSummary, lock, progress
 ) -> None:
+    project_id = summary.project
     listed = dict(rt.storage.list_digests("tasks/"))
+    exported = dict(rt.storage.list_digests(exports.export_root(project_id, "")))
     total = session.scalar(
-        select(func.count()).where(Task.project_id == summary.project, Task.deleted.is_(False))
+        select(func.count()).where(Task.project_id == project_id, Task.deleted.is_(False))
     )
     done, last_id = 0, 0
-    while tasks := _live_tasks_after(session, summary.project, last_id):
+    while tasks := _live_tasks_after(session, project_id, last_id):
         annotations = documents.live_annotations(session, [t.id for t in tasks])
-        owed, digests = [], {}
+        owed, digests, docs = [], {}, []
         for task in tasks:
             key = documents.task_key(task.id)
             data = documents.render_task(task, annotations[task.id])
+            docs.append((orjson.loads(data), data))
             digests[task.id] = hashlib.sha256(data).hexdigest()
             if listed.pop(key, None) == hashlib.md5(data).hexdigest():
                 summary.unchanged += 1
             else:
                 owed.append((key, data))
         summary.written += len(owed)
+        summary.written += task_outputs.repair_tasks(
+            rt, session, project_id, docs, exported, dry_run=summary.dry_run
+        )
         if not summary.dry_run:
             rt.storage.put_many(owed)
             # A dirty task stays owed: the drain writes it again with its export outputs,
@@ -160,11 +174,75 @@ def _reconcile_storage(
         lock.renew()
         if progress:
             progress(done, total)
-    for key in _orphans(session, listed):
+    orphans = _orphans(session, listed)
+    if not summary.dry_run and rt.settings.export_formats:
+        # The aggregates are rewritten whole; a repair of any file grows the generation.
+        repaired = exports.aggregate(
+            rt, project_id, lock, bump=summary.written > 0 or bool(orphans), listed=exported
+        )
+        summary.aggregates = repaired.repaired
+        if repaired.keys:  # empty: a full rebuild is under way, and owns the folders
+            owned = _in_format_folders(rt, session, project_id, exported)
+            orphans += sorted(set(owned) - repaired.keys)
+    for key in orphans:
         summary.deleted += 1
         if not summary.dry_run:
             rt.storage.delete(key)
     # Dirty tombstones stay owed too: the drain removes their export outputs as well.
+
+
+@dataclass
+class Rebuilt:
+    """What a rebuild did: tasks rendered, the generation, files repaired and removed."""
+
+    tasks: int
+    generation: int
+    repaired: int
+    removed: int
+
+
+def rebuild(rt: Runtime, project_id: int, formats: tuple[str, ...] | None = None) -> Rebuilt:
+    """Re-render a project's kept-fresh outputs (all formats, or only ``formats``), rewrite
+    every aggregate, and delete what the formats' folders hold that nothing names (a file
+    someone put there, or left by an older stem). The generation grows only when a file
+    storage held changed: the same content keeps its generation."""
+    root = exports.export_root(project_id, "")
+    with ProjectLock(rt.worker_redis, project_id, wait_s=60, ttl_s=900) as lock:
+        before = dict(rt.storage.list_digests(root))
+        tasks = task_outputs.rebuild_project(rt, project_id, formats=formats)
+        after = dict(rt.storage.list_digests(root))
+        changed = sum(before.get(key) != digest for key, digest in after.items())
+        aggregated = exports.aggregate(rt, project_id, lock, bump=changed > 0, listed=before)
+        removed = _remove_export_orphans(rt, project_id, aggregated, after)
+    return Rebuilt(tasks, aggregated.generation, changed + aggregated.repaired, removed)
+
+
+def _remove_export_orphans(
+    rt: Runtime, project_id: int, aggregated: exports.Aggregated, listed: dict[str, str | None]
+) -> int:
+    if not aggregated.keys:  # a rebuild's rendering was cut short: nothing to judge by
+        return 0
+    with rt.sessions() as session:
+        owned = _in_format_folders(rt, session, project_id, listed)
+        recorded = generations.recorded_keys(session, project_id)
+    orphans = sorted(set(owned) - recorded - aggregated.keys)
+    for key in orphans:
+        rt.storage.delete(key)
+    return len(orphans)
+
+
+def _in_format_folders(
+    rt: Runtime, session: Session, project_id: int, listed: dict[str, str | None]
+) -> list[str]:
+    """The keys of ``listed`` inside the folders of the project's kept-fresh formats (a
+    format at the project's root owns only the files it writes, not the folder)."""
+    config = exports.project_config(session, project_id)
+    prefixes = tuple(
+        exports.export_root(project_id, get_exporter(name).folder)
+        for name in rt.settings.export_formats
+        if get_exporter(name).folder and unfit_reason(get_exporter(name), config) is None
+    )
+    return [key for key in listed if prefixes and key.startswith(prefixes)]
 
 
 def _live_tasks_after(session: Session, project_id: int, last_id: int) -> list[Task]:
@@ -178,7 +256,8 @@ def _live_tasks_after(session: Session, project_id: int, last_id: int) -> list[T
 
 
 def _orphans(session: Session, remaining: dict[str, str | None]) -> list[str]:
-    """Objects under tasks/ that no live task (of any project) owns."""
+    """Task files under tasks/ that no live task (of any project) owns; other names there
+    (a README) are the user's."""
     ids = {key: int(m.group(1)) for key in remaining if (m := _TASK_KEY.match(key))}
     candidates = list(set(ids.values()))
     owned: set[int] = set()
@@ -186,4 +265,4 @@ def _orphans(session: Session, remaining: dict[str, str | None]) -> list[str]:
         chunk = candidates[start : start + BATCH]
         query = select(Task.id).where(Task.id.in_(chunk), Task.deleted.is_(False))
         owned.update(session.scalars(query))
-    return [key for key in remaining if ids.get(key) not in owned]
+    return [key for key, task_id in ids.items() if task_id not in owned]

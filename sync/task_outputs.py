@@ -90,10 +90,11 @@ def render_tasks(
     project_id: int,
     tasks: list[tuple[dict[str, Any], bytes]],
     deleted: list[int],
+    formats: tuple[str, ...] | None = None,
 ) -> TaskOutputs | None:
-    """Render the kept-fresh formats for changed tasks and deleted ones (None: nothing to
-    do); see :class:`TaskOutputs` for the order of what follows."""
-    formats = rt.settings.export_formats
+    """Render the kept-fresh formats (or only ``formats``) for changed tasks and deleted
+    ones (None: nothing to do); see :class:`TaskOutputs` for the order of what follows."""
+    formats = rt.settings.export_formats if formats is None else formats
     if not formats or (not tasks and not deleted):
         return None
     with session.no_autoflush:  # rendering must not take the write lock
@@ -148,9 +149,10 @@ def update_tasks(
     project_id: int,
     tasks: list[tuple[dict[str, Any], bytes]],
     deleted: list[int],
+    formats: tuple[str, ...] | None = None,
 ) -> None:
     """Render, write and record the kept-fresh formats' outputs of changed tasks."""
-    outputs = render_tasks(rt, session, project_id, tasks, deleted)
+    outputs = render_tasks(rt, session, project_id, tasks, deleted, formats)
     if outputs is not None:
         copies, objects = generations.objects_to_write(
             session, rt.settings, project_id, outputs.writes
@@ -160,6 +162,37 @@ def update_tasks(
         outputs.delete_stale(rt.storage)
         outputs.record(session)
         generations.record_objects(session, objects)
+
+
+def repair_tasks(
+    rt: Runtime,
+    session: Session,
+    project_id: int,
+    tasks: list[tuple[dict[str, Any], bytes]],
+    listed: dict[str, str | None],
+    *,
+    dry_run: bool = False,
+) -> int:
+    """Render the kept-fresh outputs of ``tasks`` and write those that storage lacks or holds
+    different bytes of (``listed``: key -> md5 of what storage holds; the keys rendered are
+    removed from it, so what remains is owned by no task). Returns how many files were (or,
+    in a dry run, would be) written."""
+    outputs = render_tasks(rt, session, project_id, tasks, [])
+    if outputs is None:
+        return 0
+    owed = [
+        (key, data)
+        for key, data in outputs.writes
+        if listed.pop(key, None) != hashlib.md5(data).hexdigest()
+    ]
+    if not dry_run:
+        outputs.writes = owed
+        copies, objects = generations.objects_to_write(session, rt.settings, project_id, owed)
+        rt.storage.put_many(owed)
+        rt.storage.copy_many(copies)
+        outputs.record(session)
+        generations.record_objects(session, objects)
+    return len(owed)
 
 
 def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) -> None:
@@ -207,10 +240,13 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
     outputs.fragments.append((exporter.name, ids, rows))
 
 
-def rebuild_project(rt: Runtime, project_id: int, batch: int = 500) -> int:
+def rebuild_project(
+    rt: Runtime, project_id: int, batch: int = 500, formats: tuple[str, ...] | None = None
+) -> int:
     """Re-render every task's outputs of the kept-fresh formats (after a label-config change,
-    or on demand) and queue the aggregates. The caller holds the project's drain lock.
-    Returns the number of tasks rendered.
+    or on demand: then perhaps only ``formats``, if the config did not change). The caller
+    holds the project's drain lock and rebuilds the aggregates after. Returns the number of
+    tasks rendered.
 
     Each chunk is committed on its own: as one transaction, a rebuild held SQLite's write
     lock throughout (31 s for 100k tasks), and receivers gave up waiting. The aggregates
@@ -234,10 +270,12 @@ def rebuild_project(rt: Runtime, project_id: int, batch: int = 500) -> int:
             )
             - live
         )
-        update_tasks(rt, session, project_id, [], sorted(gone))
+        if project.exports_config_version != project.config_version:
+            formats = None  # every format's outputs are of the old config
+        update_tasks(rt, session, project_id, [], sorted(gone), formats)
         session.commit()
         for chunk in _chunks(documents.project_documents(session, project_id, batch), batch):
-            update_tasks(rt, session, project_id, chunk, [])
+            update_tasks(rt, session, project_id, chunk, [], formats)
             session.commit()
             rendered += len(chunk)
         project.exports_config_version = project.config_version

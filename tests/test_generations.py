@@ -183,6 +183,10 @@ def test_the_http_api_lists_serves_and_zips_generations(tmp_path, sqlite_url, re
         assert gone.status_code == 410 and gone.json()["error"] == "generation_expired"
         unknown = receiver.get("/api/projects/1/generations/999", headers=auth)
         assert unknown.status_code == 404
+        for bad in ("abc", "0", "-1", "1.5", "99999999999"):
+            refused = receiver.get(f"/api/projects/1/generations/{bad}/download", headers=auth)
+            assert refused.status_code == 400, bad
+            assert refused.json()["detail"][0]["path"] == "generation"
         assert receiver.get("/api/projects/1/generations").status_code == 401
     finally:
         receiver.close()

@@ -285,7 +285,9 @@ def test_rebuild_cli_restores_deleted_exports(runtime, tmp_path):
     state = orjson.loads(rebuilt.pop("_state.json"))
     good_state = orjson.loads(good.pop("_state.json"))
     assert rebuilt == good
-    assert state["generation"] == good_state["generation"]  # same content, same generation
+    # Repaired: readers of the live folders are told they changed.
+    assert state["generation"] == good_state["generation"] + 1
+    assert "files repaired" in result.stdout
 
 
 def test_storage_is_written_while_no_database_write_is_open(tmp_path, sqlite_url, redis_url):

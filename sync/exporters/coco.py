@@ -9,7 +9,7 @@ import orjson
 
 from sync.exporters.base import ExportContext, TaskExport, register
 from sync.exporters.files import file_stem, image_url
-from sync.exporters.regions import enclosing_box, regions
+from sync.exporters.regions import enclosing_box, image_size, regions
 
 #: Annotation ids are ``task id * ID_SPAN + region position``: stable across rebuilds, so
 #: one change never renumbers the rest of the file.
@@ -41,8 +41,7 @@ class CocoExporter:
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
         stem, ext = file_stem(task["id"], image_url(task, ctx.object_value))
         found = regions(task)
-        width = found[0].width if found else _size(task, "original_width")
-        height = found[0].height if found else _size(task, "original_height")
+        width, height = image_size(task) or (None, None)
         image = {
             "id": task["id"],
             "file_name": f"images/{stem}{ext}",
@@ -120,14 +119,6 @@ class CocoExporter:
             ]
         )
         return {"result.json": result}
-
-
-def _size(task: dict[str, Any], key: str) -> int | None:
-    for annotation in task.get("annotations") or []:
-        for item in annotation.get("result") or []:
-            if isinstance(item, dict) and isinstance(item.get(key), (int, float)):
-                return item[key]
-    return None
 
 
 register(CocoExporter())

@@ -6,7 +6,7 @@ import hashlib
 import re
 from posixpath import basename, splitext
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from sync.exporters.base import DEFAULT_SPLIT, ExportContext
 
@@ -36,7 +36,11 @@ def url_path(url: str) -> str:
     an unclosed IPv6 host) still has a path: the text before any query or fragment, after
     the host, so a task with such a URL exports like any other instead of failing."""
     try:
-        path = urlparse(url).path
+        parsed = urlparse(url)
+        path = parsed.path
+        # Label Studio local files name the file in the query: /data/local-files/?d=dir/a.jpg
+        if path.endswith("/local-files/") and (named := parse_qs(parsed.query).get("d")):
+            return named[0]
     except ValueError:
         path = re.split(r"[?#]", url, maxsplit=1)[0]
         scheme, sep, rest = path.partition("://")

@@ -62,9 +62,37 @@ def regions(task: dict[str, Any]) -> list[Region]:
     found = []
     for item in (annotation or {}).get("result") or []:
         region = region_of(item)
-        if region is not None:
+        if region is not None and _inside(region):
             found.append(region)
     return found
+
+
+#: Below this size in pixels a clipped box is empty (rotations leave 1e-14 px, not 0).
+EMPTY_PX = 1e-3
+
+
+def _inside(region: Region) -> bool:
+    """Whether a box or polygon covers part of the image: one lying wholly outside would
+    export as a zero-size box, which trainers reject."""
+    if region.kind == "point":
+        return True
+    _, _, w, h = enclosing_box(region)
+    return w > EMPTY_PX and h > EMPTY_PX
+
+
+def image_size(task: dict[str, Any]) -> tuple[int, int] | None:
+    """The image's size in whole pixels as the annotations record it (the chosen annotation
+    first, then any other), or None when no result carries it."""
+    chosen = chosen_annotation(task)
+    others = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    for annotation in [chosen, *others] if chosen else others:
+        for item in annotation.get("result") or []:
+            if not isinstance(item, dict):
+                continue
+            width, height = item.get("original_width"), item.get("original_height")
+            if _positive(width) and _positive(height):
+                return round(width), round(height)
+    return None
 
 
 def region_of(item: dict[str, Any]) -> Region | None:

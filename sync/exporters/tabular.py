@@ -26,12 +26,16 @@ class CsvExporter:
     filename = "result.csv"
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
-        controls = {c["name"] for c in (ctx.config or {}).get("controls", [])}
-        rows = [csv_row(item, controls) for item in annotation_items(task, ctx.config)]
-        return TaskExport({}, orjson.dumps(rows))
+        parts = [csv_parts(item) for item in annotation_items(task, ctx.config)]
+        return TaskExport({}, orjson.dumps(parts))
 
     def aggregate(self, fragments: Iterable[bytes], ctx: ExportContext) -> dict[str, bytes]:
-        rows = [row for fragment in fragments for row in orjson.loads(fragment)]
+        parts = [part for fragment in fragments for part in orjson.loads(fragment)]
+        # A data key becomes ``_data_<key>`` only where an annotation of the project writes a
+        # column of that name: Label Studio would overwrite the data value there (annosync
+        # keeps both); everywhere else the column is named as Label Studio names it.
+        used = {name for part in parts for name in part["output"]}
+        rows = [csv_row(part, used) for part in parts]
         columns = set(META_KEYS)
         for row in rows:
             columns.update(row)
@@ -58,20 +62,30 @@ class TsvExporter(CsvExporter):
     filename = "result.tsv"
 
 
-def csv_row(item: dict[str, Any], controls: set[str]) -> dict[str, Any]:
-    """One CSV/TSV row (a task data key that is also a control name becomes ``_data_<key>``)."""
-    controls = controls | set(item["output"])
-    row: dict[str, Any] = {"id": item["id"]}
+def csv_parts(item: dict[str, Any]) -> dict[str, Any]:
+    """What one annotation contributes to a row: its outputs (prettified, as text), its data
+    and its who/when, kept apart until the aggregate knows every column name."""
+    output = {}
     for name, values in item["output"].items():
         pretty = prettify(values)
-        row[name] = pretty if isinstance(pretty, str) else orjson.dumps(pretty).decode()
-    for name, value in item["input"].items():
-        column = f"_data_{name}" if name in controls else name
-        row[column] = orjson.dumps(value).decode() if isinstance(value, (dict, list)) else value
+        output[name] = pretty if isinstance(pretty, str) else orjson.dumps(pretty).decode()
+    data = {
+        name: orjson.dumps(value).decode() if isinstance(value, (dict, list)) else value
+        for name, value in item["input"].items()
+    }
     who = annotator(item, int_id=False)
-    row["annotator"] = None if who in (None, "None") else who
-    for key in META_KEYS[1:]:
-        row[key] = item[key]
+    meta = {key: item[key] for key in META_KEYS[1:]}
+    meta["annotator"] = None if who in (None, "None") else who
+    return {"id": item["id"], "output": output, "data": data, "meta": meta}
+
+
+def csv_row(part: dict[str, Any], used: set[str]) -> dict[str, Any]:
+    """One CSV/TSV row; a data key that is also a column some annotation writes becomes
+    ``_data_<key>``."""
+    row = {f"_data_{name}" if name in used else name: v for name, v in part["data"].items()}
+    row["id"] = part["id"]  # as in Label Studio: id, outputs and who/when win over data keys
+    row.update(part["output"])
+    row.update(part["meta"])
     return row
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sync.exporters.base import ExportContext, TaskExport, register
 from sync.exporters.files import file_stem, image_url
-from sync.exporters.regions import enclosing_box, regions
+from sync.exporters.regions import enclosing_box, image_size, regions
 
 
 class VocExporter:
@@ -29,7 +29,7 @@ class VocExporter:
         _text(root, "filename", stem + ext)
         _text(ET.SubElement(root, "source"), "database", "annosync")
         size = ET.SubElement(root, "size")
-        width, height = (boxes[0].width, boxes[0].height) if boxes else (0, 0)
+        width, height = image_size(task) or (0, 0)
         _text(size, "width", str(round(width)))
         _text(size, "height", str(round(height)))
         _text(size, "depth", "3")

@@ -105,7 +105,12 @@ class YoloObbExporter(YoloExporter):
     def values(self, region: Region) -> list[float] | None:
         if region.kind != "box":
             return None
-        return [c for px, py in region.points for c in (px / region.width, py / region.height)]
+        # Clipped to [0, 1]: Ultralytics skips an image with any corner outside as corrupt.
+        return [
+            min(max(c, 0.0), 1.0)
+            for px, py in region.points
+            for c in (px / region.width, py / region.height)
+        ]
 
 
 register(YoloExporter())
