@@ -437,6 +437,44 @@ SETTINGS: tuple[Setting, ...] = (
         "Allow trigger URLs that resolve to private, loopback or link-local addresses.",
     ),
     Setting(
+        "ANNOSYNC_MEDIA",
+        "media",
+        _bool,
+        "1",
+        "Copy each task's image next to its labels (`<format>/images/<stem>`) for the kept-fresh"
+        " formats that name images (YOLO, YOLO_OBB, COCO, VOC); 0 turns it off.",
+    ),
+    Setting(
+        "ANNOSYNC_MEDIA_MAX_BYTES",
+        "media_max_bytes",
+        _positive_int,
+        str(64 * 1024 * 1024),
+        "Largest media file fetched; a bigger one is recorded as failed for its task.",
+    ),
+    Setting(
+        "ANNOSYNC_MEDIA_TIMEOUT_S",
+        "media_timeout_s",
+        _positive_float,
+        "30",
+        "Connect and read timeout of each media fetch.",
+    ),
+    Setting(
+        "ANNOSYNC_MEDIA_ALLOW_PRIVATE",
+        "media_allow_private",
+        _bool,
+        "0",
+        "Allow http(s) media URLs that resolve to private, loopback or link-local addresses "
+        "(Label Studio's own URLs, from LABEL_STUDIO_URL, are always allowed).",
+    ),
+    Setting(
+        "ANNOSYNC_MEDIA_LOCAL_FILES_ROOT",
+        "media_local_files_root",
+        _optional_text,
+        "",
+        "Label Studio's LOCAL_FILES_DOCUMENT_ROOT when it is on this machine: "
+        "`/data/local-files/?d=` media are read from it (else through LABEL_STUDIO_URL).",
+    ),
+    Setting(
         "ANNOSYNC_SPLIT",
         "split",
         _split,
@@ -520,6 +558,11 @@ class Settings:
     triggers_file: str | None
     trigger_allow_private: bool
     triggers: tuple[Trigger, ...] = field(repr=False)
+    media: bool
+    media_max_bytes: int
+    media_timeout_s: float
+    media_allow_private: bool
+    media_local_files_root: str | None
     split: tuple[tuple[str, float], ...]
     project_delete: str
     sweep_interval_s: float

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -260,3 +261,27 @@ class Snapshot(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MediaFile(Base):
+    """A task's media copied beside its labels: what it should be (``url``, ``keys``), what
+    storage holds (``written``), and, when owed, when to try next.
+
+    status: ``owed`` (to fetch at ``due_at``; ``attempts`` failed so far, ``error`` the last
+    reason), ``done``, or ``gone`` (the task was deleted: its ``written`` keys to remove).
+    """
+
+    __tablename__ = "media_files"
+
+    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    project_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    url: Mapped[str] = mapped_column(Text)
+    keys: Mapped[str] = mapped_column(Text)  # JSON list: where the media should be
+    written: Mapped[str] = mapped_column(Text, default="[]")  # JSON list: where storage has it
+    status: Mapped[str] = mapped_column(String(8), index=True)
+    due_at: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(200))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    size: Mapped[int | None] = mapped_column(BigInteger)

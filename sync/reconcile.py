@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sync import db, documents, exports, generations, store, task_outputs
+from sync import db, documents, exports, generations, media, store, task_outputs
 from sync.errors import AnnosyncError
 from sync.exporters import get_exporter
 from sync.exporters.capabilities import unfit_reason
@@ -52,12 +52,17 @@ class ResyncSummary:
     pulled: SnapshotResult | None = None
     retried: int = 0  # tasks that could not be exported, to be tried again
     aggregates: int = 0  # aggregate files repaired (a dry run cannot know them)
+    media: int = 0  # media files storage lost or damaged, owed again
 
     def line(self) -> str:
         verb = "would write" if self.dry_run else "written"
         gone = "would delete" if self.dry_run else "deleted"
         text = f"project {self.project}: {verb} {self.written}, {gone} {self.deleted}, "
         text += f"unchanged {self.unchanged}"
+        if self.media:
+            text += (
+                f", {self.media} media files {'would be owed' if self.dry_run else 'owed'} again"
+            )
         if self.aggregates:
             text += f", {self.aggregates} aggregate files repaired"
         if self.retried:
@@ -109,6 +114,8 @@ def resync_project(
             session.rollback()
         else:
             session.commit()
+    if not dry_run:
+        media.request(rt.worker_redis, rt.settings, project_id)  # rechecked, or owed again
     return summary
 
 
@@ -175,6 +182,7 @@ def _reconcile_storage(
         if progress:
             progress(done, total)
     orphans = _orphans(session, listed)
+    summary.media = media.recheck(session, project_id, exported)
     if not summary.dry_run and rt.settings.export_formats:
         # The aggregates are rewritten whole; a repair of any file grows the generation.
         repaired = exports.aggregate(
@@ -183,7 +191,8 @@ def _reconcile_storage(
         summary.aggregates = repaired.repaired
         if repaired.keys:  # empty: a full rebuild is under way, and owns the folders
             owned = _in_format_folders(rt, session, project_id, exported)
-            orphans += sorted(set(owned) - repaired.keys)
+            kept = repaired.keys | media.written_keys(session, project_id)
+            orphans += sorted(set(owned) - kept)
     for key in orphans:
         summary.deleted += 1
         if not summary.dry_run:
@@ -225,6 +234,7 @@ def _remove_export_orphans(
     with rt.sessions() as session:
         owned = _in_format_folders(rt, session, project_id, listed)
         recorded = generations.recorded_keys(session, project_id)
+        recorded |= media.written_keys(session, project_id)
     orphans = sorted(set(owned) - recorded - aggregated.keys)
     for key in orphans:
         rt.storage.delete(key)

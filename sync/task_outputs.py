@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from sync import documents, generations
+from sync import documents, generations, media
 from sync.exporters import ExportContext, get_exporter, render_checked
 from sync.exports import context_for, export_root, fitting_formats, project_row
 from sync.limits import Limits
@@ -274,8 +274,10 @@ def rebuild_project(
             formats = None  # every format's outputs are of the old config
         update_tasks(rt, session, project_id, [], sorted(gone), formats)
         session.commit()
+        media.note_tasks(rt, session, project_id, [], sorted(gone))
         for chunk in _chunks(documents.project_documents(session, project_id, batch), batch):
             update_tasks(rt, session, project_id, chunk, [], formats)
+            media.note_tasks(rt, session, project_id, [doc for doc, _raw in chunk], [])
             session.commit()
             rendered += len(chunk)
         project.exports_config_version = project.config_version

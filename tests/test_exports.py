@@ -369,11 +369,12 @@ def test_yolo_layout_is_one_ultralytics_accepts(tmp_path):
     out = tmp_path / "dataset"
     convert(FIXTURES / "exports" / "project-1-JSON.json", "YOLO", out, context(CONFIG, None))
     data = yaml.safe_load((out / "data.yaml").read_text())
+    assert "path" not in data  # `path: .` would be the trainer's working directory
     assert data["nc"] == len(data["names"]) == 3
     assert data["names"] == {0: "Airplane", 1: "Car", 2: "Truck"}
     images = []
     for split in ("train", "val", "test"):
-        listing = (out / data["path"] / data[split]).read_text().splitlines()
+        listing = (out / data[split]).read_text().splitlines()  # no path: the yaml's folder
         images += [str(out) + "/" + line.removeprefix("./") for line in listing]
     assert len(images) == 2  # every task in exactly one split
     for image in images:

@@ -42,6 +42,7 @@ class AsrManifestExporter:
     title = "ASR manifest (NVIDIA NeMo)"
     objects = frozenset({"Audio", "AudioPlus"})
     folder = "asr_manifest"
+    media_folder = None
     supports = frozenset({"TextArea"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:

@@ -63,6 +63,9 @@ class Exporter(Protocol):
     title: str  # for humans, in format lists
     supports: frozenset[str]  # label-config control tags it can export (empty: any)
     objects: frozenset[str]  # object tags those controls must label (empty: any)
+    # Where the task's image goes beside its files ("images": <folder>/images/<stem><ext>,
+    # as the files name it), or None for a format that names no image file.
+    media_folder: str | None
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
         """The task's own files and its fragment."""

@@ -49,6 +49,7 @@ class BrushExporter:
     title = "Brush labels to PNG"
     objects = frozenset({"Image"})
     folder = "brush_to_png"
+    media_folder = None
     supports = frozenset({"BrushLabels"})
     suffix = ".png"
 
@@ -88,6 +89,7 @@ class BrushNumpyExporter(BrushExporter):
     title = "Brush labels to NumPy"
     objects = frozenset({"Image"})
     folder = "brush_to_numpy"
+    media_folder = None
     suffix = ".npy"
 
     def encode(self, mask: bytes, width: int, height: int) -> bytes:

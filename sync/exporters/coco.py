@@ -36,6 +36,7 @@ class CocoExporter:
     title = "COCO"
     objects = frozenset({"Image"})
     folder = "coco"
+    media_folder = "images"
     supports = frozenset({"RectangleLabels", "PolygonLabels", "KeyPointLabels"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:

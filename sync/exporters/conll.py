@@ -67,6 +67,7 @@ class ConllExporter:
     title = "CoNLL 2003 (IOB)"
     objects = frozenset({"Text", "HyperText"})
     folder = "conll2003"
+    media_folder = None
     supports = frozenset({"Labels"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:

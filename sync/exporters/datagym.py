@@ -94,6 +94,7 @@ class DatagymExporter:
     title = "DataGym.ai JSON"
     objects = frozenset({"Image"})
     folder = "datagym"
+    media_folder = None
     supports = frozenset(
         {"RectangleLabels", "PolygonLabels", "PolyLineLabels", "KeyPointLabels", "Choices"}
     )

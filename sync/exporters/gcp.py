@@ -66,6 +66,7 @@ class GcpCsvExporter:
     title = "Google Data Labeling CSV"
     objects = frozenset({"Image", "Text", "HyperText"})
     folder = "gcp_csv"
+    media_folder = None
     supports = frozenset({"Choices", "RectangleLabels", "PolygonLabels", "PolyLineLabels"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
@@ -98,6 +99,7 @@ class GcpJsonlExporter:
     title = "Google Data Labeling JSONL"
     objects = frozenset({"Image", "Text", "HyperText"})
     folder = "gcp_jsonl"
+    media_folder = None
     supports = frozenset(
         {"Choices", "RectangleLabels", "PolygonLabels", "PolyLineLabels", "Labels"}
     )

@@ -24,6 +24,7 @@ class JsonExporter:
     title = "JSON (full tasks)"
     objects = frozenset()
     folder = "json"
+    media_folder = None
     supports = frozenset()
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
@@ -41,6 +42,7 @@ class JsonMinExporter:
     title = "JSON-MIN"
     objects = frozenset()
     folder = "json_min"
+    media_folder = None
     supports = frozenset()
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:

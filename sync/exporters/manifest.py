@@ -20,6 +20,7 @@ class ManifestExporter:
     title = "Manifest of the task files (JSON lines)"
     objects = frozenset()
     folder = ""
+    media_folder = None
     supports = frozenset()  # every config
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:

@@ -21,6 +21,7 @@ class CsvExporter:
     title = "CSV"
     objects = frozenset()
     folder = "csv"
+    media_folder = None
     supports = frozenset()
     delimiter = ","
     filename = "result.csv"
@@ -58,6 +59,7 @@ class TsvExporter(CsvExporter):
     title = "TSV"
     objects = frozenset()
     folder = "tsv"
+    media_folder = None
     delimiter = "\t"
     filename = "result.tsv"
 

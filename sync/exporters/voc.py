@@ -19,6 +19,7 @@ class VocExporter:
     title = "Pascal VOC XML"
     objects = frozenset({"Image"})
     folder = "voc"
+    media_folder = "images"
     supports = frozenset({"RectangleLabels"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:

@@ -24,6 +24,7 @@ class YoloExporter:
     title = "YOLO (labels, classes.txt, data.yaml)"
     objects = frozenset({"Image"})
     folder = "yolo"
+    media_folder = "images"
     supports = frozenset({"RectangleLabels", "PolygonLabels"})
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
@@ -82,8 +83,10 @@ class YoloExporter:
 
 
 def _data_yaml(classes: list[str], splits: list[str]) -> bytes:
-    """Ultralytics dataset file: image lists per split, names by id."""
-    lines = ["# Ultralytics YOLO dataset, written by annosync", "path: ."]
+    """Ultralytics dataset file: image lists per split, names by id. No ``path:``: then
+    Ultralytics resolves the lists against this file's folder (``path: .`` would be the
+    trainer's working directory), and each list's ``./images/…`` against the list's."""
+    lines = ["# Ultralytics YOLO dataset, written by annosync"]
     key = {"train": "train", "val": "val", "test": "test"}
     lines += [f"{key.get(name, name)}: {name}.txt" for name in splits]
     lines.append(f"nc: {len(classes)}")
@@ -100,6 +103,7 @@ class YoloObbExporter(YoloExporter):
     title = "YOLOv8 OBB (rotated boxes as four corners)"
     objects = frozenset({"Image"})
     folder = "yolo_obb"
+    media_folder = "images"
     supports = frozenset({"RectangleLabels"})
 
     def values(self, region: Region) -> list[float] | None:

@@ -37,12 +37,13 @@ class StorageBackend(Protocol):
         """Write the whole object from the binary file ``source`` (read from its current
         position to its end) without holding it in memory; atomic as :meth:`put`."""
 
-    def copy_many(self, pairs: list[tuple[str, str]]) -> None:
+    def copy_many(self, pairs: list[tuple[str, str]], replace: bool = False) -> None:
         """Make each ``(target, source)`` target hold the bytes its source holds now, as
         cheaply as the backend can (a hard link, a server-side copy). Writers replace
         objects whole, never in place, so a target keeps those bytes when its source is
-        replaced later. Callers copy to content-addressed keys only, so a target that
-        exists holds these bytes already (a backend may skip it or write it again)."""
+        replaced later. Without ``replace``, callers copy to content-addressed keys only,
+        so a target that exists holds these bytes already (a backend may skip it or write
+        it again); with it, a target that exists is replaced whole, atomically."""
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""

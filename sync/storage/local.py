@@ -117,7 +117,7 @@ class LocalStorage:
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
 
-    def copy_many(self, pairs: list[tuple[str, str]]) -> None:
+    def copy_many(self, pairs: list[tuple[str, str]], replace: bool = False) -> None:
         """Hard links: no data is written (the source was fsynced when it was written), each
         folder linked into is fsynced once. Where links are refused (another filesystem, a
         filesystem without them) the bytes are copied."""
@@ -126,7 +126,7 @@ class LocalStorage:
             for target, source in pairs:
                 folder = self._folder(target)
                 try:
-                    os.link(self._path(source), folder / target.rpartition("/")[2])
+                    _link(self._path(source), folder / target.rpartition("/")[2], replace)
                 except FileExistsError:
                     continue
                 except OSError as exc:
@@ -210,6 +210,21 @@ class LocalStorage:
                 raise StorageError(f"storage root {self.root} is not writable")
         except OSError as exc:
             raise StorageError(f"storage root {self.root}: {exc.strerror or exc}") from exc
+
+
+def _link(source: Path, target: Path, replace: bool) -> None:
+    """A hard link at ``target``; with ``replace``, made beside it and renamed over it, so
+    readers see the old file or the new one, never none."""
+    if not replace:
+        os.link(source, target)
+        return
+    temporary = target.with_name(f"{_temp_prefix()}{target.name}{TEMP_SUFFIX}")
+    os.link(source, temporary)
+    try:
+        os.replace(temporary, target)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _temp_prefix() -> str:

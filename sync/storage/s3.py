@@ -76,8 +76,8 @@ class S3Storage:
         except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
             raise _translate("write", key, exc) from None
 
-    def copy_many(self, pairs: list[tuple[str, str]]) -> None:
-        put_concurrently(self._copy, pairs, workers=16)  # server-side: no bytes travel
+    def copy_many(self, pairs: list[tuple[str, str]], replace: bool = False) -> None:
+        put_concurrently(self._copy, pairs, workers=16)  # server-side, always replacing
 
     def _copy(self, target: str, source: str) -> None:
         try:

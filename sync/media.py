@@ -1,0 +1,262 @@
+"""Media beside the labels: each task's image copied to ``<format>/images/<stem><ext>`` for
+the kept-fresh formats that name image files, so a trainer pointed at the bucket trains.
+
+The drain only notes what each task's media should be (:func:`note_tasks`: a row per task,
+owed when its URL or its keys change) and never waits on a fetch: labels are never held
+back by media. A media job per project fetches what is owed, a bounded batch at a time
+(then it queues itself again behind other work), and records each failure on its task with
+a retry time that backs off from seconds to a day. The sweep queues projects whose media
+are due again, so nothing owed is forgotten across restarts.
+
+Invariants: ``written`` lists exactly the keys storage holds for the task (each write is
+recorded after it); a task's files leave storage before its row does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+from redis import Redis
+from rq import Queue
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sync.exporters import get_exporter
+from sync.exporters.capabilities import unfit_reason
+from sync.exporters.classes import image_object_value
+from sync.exporters.files import file_stem, image_url
+from sync.exports import export_root, project_config
+from sync.media_sources import Media, MediaError, NotModified, source_for, sources
+from sync.models import MediaFile
+from sync.payloads import storable
+from sync.runtime import Runtime, current_runtime
+from sync.storage import StorageError
+
+log = logging.getLogger("annosync.media")
+
+BATCH = 32  # fetches per job run: a project with 100k images never holds a worker long
+FETCHERS = 4  # fetches at once within a batch (they wait on the network)
+BACKOFF_S = (5, 30, 120, 600, 3600, 6 * 3600, 86400)  # then daily
+# While a media job is queued or running, the project's flag stands (so the sweep and the
+# drains queue no second job fetching the same files); it lapses if a worker dies.
+FLAG_TTL_S = 600
+
+
+def media_formats(settings, config: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """``(format folder, media folder)`` of the kept-fresh formats that name image files and
+    fit the project's label config; [] with media off."""
+    if not settings.media:
+        return []
+    found = []
+    for name in settings.export_formats:
+        exporter = get_exporter(name)
+        if exporter.media_folder and unfit_reason(exporter, config) is None:
+            found.append((exporter.folder, exporter.media_folder))
+    return found
+
+
+def wanted(project_id: int, doc: dict[str, Any], config, folders) -> tuple[str, list[str]]:
+    """The task's media URL and the keys it should be stored at (named as its label files
+    name it)."""
+    url = image_url(doc, image_object_value(config))
+    stem, ext = file_stem(doc["id"], url)
+    keys = [f"{export_root(project_id, folder)}{media}/{stem}{ext}" for folder, media in folders]
+    return url, keys
+
+
+def note_tasks(
+    rt: Runtime,
+    session: Session,
+    project_id: int,
+    docs: Iterable[dict[str, Any]],
+    deleted: Iterable[int],
+) -> bool:
+    """Record what changed tasks' media should be, and that deleted tasks' media go.
+    Returns whether anything is owed now (the caller then asks for a media job)."""
+    config = project_config(session, project_id)
+    folders = media_formats(rt.settings, config)
+    docs, deleted = list(docs), list(deleted)
+    ids = [d["id"] for d in docs] + deleted
+    if not ids:
+        return False
+    rows = {
+        row.task_id: row
+        for row in session.scalars(select(MediaFile).where(MediaFile.task_id.in_(ids)))
+    }
+    owed = False
+    for doc in docs:
+        url, keys = wanted(project_id, doc, config, folders)
+        row = rows.get(doc["id"])
+        if not url or not keys:
+            owed |= _forget(session, row)
+            continue
+        if row is None:
+            row = MediaFile(task_id=doc["id"], project_id=project_id, written="[]", attempts=0)
+            session.add(row)
+        if row.url != url or orjson.loads(row.keys or "[]") != keys or row.status == "gone":
+            if row.url != url:
+                row.etag = row.md5 = None
+            row.url, row.keys = url, orjson.dumps(keys).decode()
+            row.status, row.due_at, row.attempts, row.error = "owed", 0.0, 0, None
+            owed = True
+    for task_id in deleted:
+        owed |= _forget(session, rows.get(task_id))
+    return owed
+
+
+def _forget(session: Session, row: MediaFile | None) -> bool:
+    if row is None:
+        return False
+    if orjson.loads(row.written or "[]"):
+        row.status, row.keys, row.due_at = "gone", "[]", 0.0
+        return True
+    session.delete(row)
+    return False
+
+
+def _flag(project_id: int) -> str:
+    return f"annosync:media-queued:{project_id}"
+
+
+def request(redis: Redis, settings, project_id: int) -> bool:
+    """Queue the project's media job unless one is waiting."""
+    if not redis.set(_flag(project_id), b"1", nx=True, ex=FLAG_TTL_S):
+        return False
+    Queue(settings.queue_name, connection=redis).enqueue(
+        media_job, project_id, job_timeout=3600, result_ttl=60
+    )
+    return True
+
+
+def media_job(project_id: int) -> int:
+    """RQ job: fetch one batch of the project's owed media; queue itself again if more are
+    due. Returns how many tasks' media were settled (copied, unchanged or removed)."""
+    rt = current_runtime()
+    try:
+        settled, more = sync_batch(rt, project_id)
+    finally:
+        rt.worker_redis.delete(_flag(project_id))
+    if more:
+        request(rt.worker_redis, rt.settings, project_id)
+    return settled
+
+
+def sync_batch(rt: Runtime, project_id: int, batch: int = BATCH) -> tuple[int, bool]:
+    """Settle up to ``batch`` due media of the project; ``(settled, more are due)``."""
+    now = time.time()
+    with rt.sessions() as session:
+        rows = list(
+            session.scalars(
+                select(MediaFile)
+                .where(
+                    MediaFile.project_id == project_id,
+                    MediaFile.status.in_(("owed", "gone")),
+                    MediaFile.due_at <= now,
+                )
+                .order_by(MediaFile.due_at, MediaFile.task_id)
+                .limit(batch + 1)
+            )
+        )
+        more, rows = len(rows) > batch, rows[:batch]
+        gone = [row for row in rows if row.status == "gone"]
+        for row in gone:
+            _remove(rt.storage, row, orjson.loads(row.written))
+            session.delete(row)
+        owed = [row for row in rows if row.status == "owed"]
+        found = sources(rt.settings)
+        with ThreadPoolExecutor(FETCHERS) as pool:
+            results = list(pool.map(lambda row: _fetch(found, row), owed))
+        settled = len(gone)
+        for row, result in zip(owed, results, strict=True):
+            settled += _settle(rt, row, result, now)
+        session.commit()
+    return settled, more
+
+
+def _fetch(found, row: MediaFile) -> Media | NotModified | MediaError:
+    try:
+        return source_for(found, row.url).fetch(row.url, row.etag)
+    except (MediaError, NotModified) as exc:
+        return exc
+
+
+def _settle(rt: Runtime, row: MediaFile, result, now: float) -> int:
+    """Store a fetched file at the row's keys (or record why not); 1 if settled."""
+    keys, written = orjson.loads(row.keys), orjson.loads(row.written)
+    if isinstance(result, NotModified) and set(keys) == set(written):
+        row.status, row.error, row.due_at = "done", None, 0.0
+        return 1
+    if isinstance(result, NotModified):  # the keys moved: fetch the bytes again
+        row.etag = None
+        result = MediaError("moved; fetching again")
+    try:
+        if isinstance(result, MediaError):
+            raise result
+        rt.storage.put(keys[0], result.data, content_type=result.content_type or "image/jpeg")
+        rt.storage.copy_many([(key, keys[0]) for key in keys[1:]], replace=True)
+        _remove(rt.storage, row, [key for key in written if key not in keys])
+    except (MediaError, StorageError) as exc:
+        row.attempts += 1
+        row.error = storable(str(exc))
+        row.due_at = now + BACKOFF_S[min(row.attempts, len(BACKOFF_S)) - 1]
+        log.warning("media of task %s not copied: %s", row.task_id, row.error)
+        return 0
+    row.written, row.status, row.error, row.attempts = row.keys, "done", None, 0
+    row.etag, row.md5, row.size = result.etag, _md5(result.data), len(result.data)
+    row.due_at = 0.0
+    return 1
+
+
+def _remove(storage, row: MediaFile, keys: list[str]) -> None:
+    for key in keys:
+        storage.delete(key)
+    row.written = orjson.dumps([k for k in orjson.loads(row.written) if k not in keys]).decode()
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def projects_due(session: Session, now: float | None = None) -> list[int]:
+    """Projects with media owed or to remove whose time has come."""
+    now = time.time() if now is None else now
+    return list(
+        session.scalars(
+            select(MediaFile.project_id)
+            .where(MediaFile.status.in_(("owed", "gone")), MediaFile.due_at <= now)
+            .distinct()
+        )
+    )
+
+
+def written_keys(session: Session, project_id: int) -> set[str]:
+    """Every key storage holds media at for the project (never an orphan to a resync)."""
+    found: set[str] = set()
+    for written in session.scalars(
+        select(MediaFile.written).where(MediaFile.project_id == project_id)
+    ):
+        found.update(orjson.loads(written))
+    return found
+
+
+def recheck(session: Session, project_id: int, listed: dict[str, str | None]) -> int:
+    """For a resync (``listed``: key -> md5 of what storage holds): media that storage lost
+    or holds other bytes of are owed again in full; those with an ETag are asked again with
+    it (copied only if the source changed them). Returns how many were missing or damaged."""
+    damaged = 0
+    for row in session.scalars(
+        select(MediaFile).where(MediaFile.project_id == project_id, MediaFile.status == "done")
+    ):
+        written = orjson.loads(row.written)
+        if any(key not in listed or listed[key] not in (None, row.md5) for key in written):
+            row.etag, damaged = None, damaged + 1  # fetched in full, every key rewritten
+        elif not row.etag:
+            continue  # no way to ask cheaply whether it changed: kept until its URL does
+        row.status, row.due_at = "owed", 0.0
+    return damaged

@@ -1,0 +1,275 @@
+"""Trainable buckets: each task's image copied beside its labels, fetched only when its URL
+(or, on a resync, its ETag) changes, failures kept per task and retried, never holding back
+the labels; a YOLO data.yaml and a COCO file that resolve to the copied images."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from conftest import delivery, make_settings, run_worker
+from test_incremental import PROJECT, _annotation, _send
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from sync import media, sweeper
+from sync.models import MediaFile
+from sync.reconcile import resync_project
+from sync.runtime import Runtime, set_runtime
+
+FORMATS = ("YOLO", "YOLO_OBB", "COCO", "MANIFEST")
+
+
+def _pixel(x: int, y: int, seed: int) -> bytes:
+    return bytes(((x * 4 + seed * 40) % 256, y * 5 % 256, seed * 13 % 256))
+
+
+def png(seed: int, width: int = 64, height: int = 48) -> bytes:
+    """A small RGB PNG whose colours depend on ``seed`` (no imaging library needed)."""
+    rows = b"".join(
+        b"\0"
+        + b"".join(
+            bytes(((x * 4 + seed * 40) % 256, y * 5 % 256, seed * 13 % 256)) for x in range(width)
+        )
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(rows))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
+
+
+class MediaServer:
+    """Serves ``/img/<n>.png`` with ETags (304 on a match); counts requests per path;
+    ``broken`` paths answer 404, ``html`` paths a login page."""
+
+    def __init__(self) -> None:
+        self.files = {f"/img/{n}.png": png(n) for n in range(1, 41)}
+        self.hits: dict[str, int] = {}
+        self.broken: set[str] = set()
+        self.html: set[str] = set()
+        self.server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @Request.application
+    def _app(self, request: Request) -> Response:
+        self.hits[request.path] = self.hits.get(request.path, 0) + 1
+        if request.path in self.html:
+            return Response(b"<html>log in</html>", mimetype="text/html")
+        data = self.files.get(request.path)
+        if data is None or request.path in self.broken:
+            return Response(b"missing", status=404)
+        etag = '"' + hashlib.md5(data).hexdigest() + '"'
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=304, headers={"ETag": etag})
+        return Response(data, mimetype="image/png", headers={"ETag": etag})
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def served():
+    server = MediaServer()
+    yield server
+    server.close()
+
+
+def _runtime(tmp_path, database_url, redis_url, **overrides) -> Runtime:
+    options = {"export_formats": FORMATS, "media_allow_private": True} | overrides
+    rt = Runtime(make_settings(tmp_path, database_url, redis_url, **options))
+    set_runtime(rt)
+    return rt
+
+
+def _tasks(server: MediaServer, ids) -> dict:
+    base = delivery("01-TASKS_CREATED")
+    tasks = [
+        dict(base["tasks"][0], id=n, inner_id=n, data={"image": f"{server.url}/img/{n}.png"})
+        for n in ids
+    ]
+    return {"action": "TASKS_CREATED", "tasks": tasks, "project": PROJECT}
+
+
+def _label(server: MediaServer, task_id: int, regions: list, stamp: int, image=None) -> dict:
+    body = _annotation(1000 + task_id, task_id, regions, stamp)
+    body["task"]["data"] = {"image": f"{server.url}/img/{image or task_id}.png"}
+    return body
+
+
+def _bucket(rt: Runtime) -> Path:
+    return Path(rt.settings.storage_url.removeprefix("file://"))
+
+
+def _row(rt: Runtime, task_id: int) -> MediaFile | None:
+    with rt.sessions() as session:
+        return session.get(MediaFile, task_id)
+
+
+def test_every_label_file_has_its_image_and_the_dataset_files_resolve(
+    tmp_path, database_url, redis_url, served
+):
+    rt = _runtime(tmp_path, database_url, redis_url)
+    try:
+        _send(rt, _tasks(served, range(1, 21)))
+        for n in range(1, 21):
+            _send(rt, _label(served, n, [("box", "Car", 10 + n, 5), ("box", "Bus", 50, 40)], n))
+        run_worker(rt)
+        yolo = _bucket(rt) / "exports/1/yolo"
+        labels = sorted((yolo / "labels").glob("*.txt"))
+        assert len(labels) == 20
+        for label in labels:
+            image = yolo / "images" / (label.stem + ".png")
+            assert image.read_bytes() == served.files[f"/img/{label.stem.split('__')[0]}.png"]
+        for label in (_bucket(rt) / "exports/1/yolo_obb/labels").glob("*.txt"):
+            assert (label.parent.parent / "images" / (label.stem + ".png")).exists()
+
+        data = yaml.safe_load((yolo / "data.yaml").read_text())
+        assert "path" not in data and data["names"][0] == "Airplane"
+        listed = []
+        for split in ("train", "val", "test"):
+            listing = yolo / data[split]
+            for line in listing.read_text().splitlines():
+                assert line.startswith("./")
+                listed.append(listing.parent / line[2:])
+        assert len(listed) == 20 and all(p.exists() for p in listed)
+
+        from pycocotools.coco import COCO
+
+        coco_dir = _bucket(rt) / "exports/1/coco"
+        coco = COCO(str(coco_dir / "result.json"))
+        assert len(coco.getImgIds()) == 20 and len(coco.getAnnIds()) == 40
+        for image in coco.loadImgs(coco.getImgIds()):
+            assert (coco_dir / image["file_name"]).exists()
+            assert isinstance(image["width"], int) and isinstance(image["height"], int)
+        assert sum(served.hits.values()) == 20  # each image fetched once, for every format
+    finally:
+        set_runtime(None)
+
+
+def test_media_follow_the_url_and_leave_with_the_task(tmp_path, sqlite_url, redis_url, served):
+    rt = _runtime(tmp_path, sqlite_url, redis_url)
+    try:
+        _send(rt, _tasks(served, [1, 2]))
+        run_worker(rt)
+        images = _bucket(rt) / "exports/1/yolo/images"
+        assert sorted(p.name for p in images.iterdir()) == ["1__1.png", "2__2.png"]
+        _send(rt, _label(served, 1, [("box", "Car", 10, 5)], 1))  # labels change, URL not
+        run_worker(rt)
+        assert served.hits == {"/img/1.png": 1, "/img/2.png": 1}
+
+        # The URL changed: the new image, under its new stem; the old one goes.
+        _send(rt, _label(served, 1, [("box", "Car", 10, 5)], 2, image=7))
+        run_worker(rt)
+        assert sorted(p.name for p in images.iterdir()) == ["1__7.png", "2__2.png"]
+        assert (images / "1__7.png").read_bytes() == served.files["/img/7.png"]
+
+        _send(rt, delivery("13-TASKS_DELETED"))  # task 2
+        run_worker(rt)
+        assert sorted(p.name for p in images.iterdir()) == ["1__7.png"]
+        assert _row(rt, 2) is None
+    finally:
+        set_runtime(None)
+
+
+def test_a_failed_fetch_is_kept_on_its_task_retried_and_never_holds_back_labels(
+    tmp_path, sqlite_url, redis_url, served, monkeypatch
+):
+    monkeypatch.setattr(media, "BACKOFF_S", (0.3, 0.6))
+    served.broken.add("/img/2.png")
+    served.html.add("/img/3.png")
+    rt = _runtime(tmp_path, sqlite_url, redis_url)
+    try:
+        _send(rt, _tasks(served, [1, 2, 3]))
+        _send(rt, _label(served, 2, [("box", "Car", 10, 5)], 1))
+        run_worker(rt)
+        bucket = _bucket(rt) / "exports/1/yolo"
+        assert (bucket / "labels/2__2.txt").read_text().startswith("1 ")  # labels are there
+        assert (bucket / "images/1__1.png").exists()
+        assert not (bucket / "images/2__2.png").exists()
+        broken, html = _row(rt, 2), _row(rt, 3)
+        assert broken.status == "owed" and broken.attempts == 1 and "HTTP 404" in broken.error
+        assert "text/html, not a media file" in html.error
+
+        served.broken.clear()
+        with rt.sessions() as session:  # not due yet: nothing queued
+            assert media.projects_due(session, now=0.0) == []
+        import time
+
+        time.sleep(0.4)
+        sweeper.sweep(rt)
+        run_worker(rt)
+        assert (bucket / "images/2__2.png").read_bytes() == served.files["/img/2.png"]
+        assert _row(rt, 2).status == "done" and _row(rt, 2).error is None
+        assert _row(rt, 3).attempts == 2  # still an HTML page
+    finally:
+        set_runtime(None)
+
+
+def test_private_addresses_and_oversized_files_are_refused(tmp_path, sqlite_url, redis_url, served):
+    rt = _runtime(tmp_path, sqlite_url, redis_url, media_allow_private=False)
+    try:
+        _send(rt, _tasks(served, [1]))
+        run_worker(rt)
+        assert "private or local address" in _row(rt, 1).error
+        assert "ANNOSYNC_MEDIA_ALLOW_PRIVATE=1" in _row(rt, 1).error
+    finally:
+        set_runtime(None)
+    rt = _runtime(tmp_path / "small", sqlite_url, redis_url, media_max_bytes=100)
+    try:
+        _send(rt, _tasks(served, [2]))
+        run_worker(rt)
+        assert "more than 100" in _row(rt, 2).error
+    finally:
+        set_runtime(None)
+
+
+def test_resync_copies_lost_media_again_and_asks_the_rest_by_etag(
+    tmp_path, sqlite_url, redis_url, served
+):
+    rt = _runtime(tmp_path, sqlite_url, redis_url)
+    try:
+        _send(rt, _tasks(served, [1, 2]))
+        run_worker(rt)
+        images = _bucket(rt) / "exports/1/yolo/images"
+        (images / "1__1.png").unlink()
+        (_bucket(rt) / "exports/1/coco/images/2__2.png").write_bytes(b"damaged")
+        summary = resync_project(rt, 1)
+        assert summary.media == 2 and summary.deleted == 0
+        assert "2 media files owed again" in summary.line()
+        run_worker(rt)
+        assert (images / "1__1.png").read_bytes() == served.files["/img/1.png"]
+        coco = _bucket(rt) / "exports/1/coco/images/2__2.png"
+        assert coco.read_bytes() == served.files["/img/2.png"]
+        assert served.hits == {"/img/1.png": 2, "/img/2.png": 2}
+
+        served.files["/img/2.png"] = png(99)  # changed at the source: a new ETag
+        assert resync_project(rt, 1).media == 0
+        run_worker(rt)
+        assert (images / "2__2.png").read_bytes() == png(99)
+        assert (images / "1__1.png").read_bytes() == served.files["/img/1.png"]  # 304
+        assert served.hits == {"/img/1.png": 3, "/img/2.png": 3}
+    finally:
+        set_runtime(None)
+
+
+def test_media_off_copies_nothing(tmp_path, sqlite_url, redis_url, served):
+    rt = _runtime(tmp_path, sqlite_url, redis_url, media=False)
+    try:
+        _send(rt, _tasks(served, [1]))
+        run_worker(rt)
+        assert not (_bucket(rt) / "exports/1/yolo/images").exists() and served.hits == {}
+        assert orjson.loads((_bucket(rt) / "tasks/1.json").read_bytes())["id"] == 1
+    finally:
+        set_runtime(None)

@@ -1,0 +1,63 @@
+"""Opt-in (``-m ultralytics``; ``scripts/test-ultralytics`` installs what it needs): a
+synced bucket trains Ultralytics as it is, with no dataset warning. A model is built from
+its yaml (no downloaded weights) and trained one epoch on the CPU at a small image size."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+from conftest import make_settings, run_worker
+from test_incremental import _send
+from test_media import FORMATS, MediaServer, _bucket, _label, _tasks
+
+from sync.runtime import Runtime, set_runtime
+
+pytestmark = pytest.mark.ultralytics
+
+
+def test_ultralytics_trains_on_the_bucket(tmp_path, sqlite_url, redis_url, caplog):
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ["YOLO_CONFIG_DIR"] = str(tmp_path / "ultralytics-config")
+    ultralytics = pytest.importorskip("ultralytics")
+    served = MediaServer()
+    rt = Runtime(
+        make_settings(
+            tmp_path, sqlite_url, redis_url, export_formats=FORMATS, media_allow_private=True
+        )
+    )
+    set_runtime(rt)
+    try:
+        _send_dataset(rt, served)
+        data = _bucket(rt) / "exports/1/yolo/data.yaml"
+        model = ultralytics.YOLO("yolov8n.yaml")
+        with caplog.at_level(logging.WARNING):
+            model.train(
+                data=str(data),
+                epochs=1,
+                imgsz=64,
+                batch=4,
+                device="cpu",
+                workers=0,
+                amp=False,
+                plots=False,
+                val=True,
+                project=str(tmp_path / "runs"),
+                exist_ok=True,
+                verbose=False,
+            )
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        dataset = [w for w in warnings if "label" in w.lower() or "image" in w.lower()]
+        assert dataset == []
+        assert (tmp_path / "runs" / "train" / "weights" / "last.pt").exists()
+    finally:
+        served.close()
+        set_runtime(None)
+
+
+def _send_dataset(rt: Runtime, served: MediaServer) -> None:
+    _send(rt, _tasks(served, range(1, 41)))
+    for n in range(1, 41):
+        _send(rt, _label(served, n, [("box", "Car", 5 + n, 10), ("box", "Bus", 50, 40)], n))
+    run_worker(rt)
