@@ -27,6 +27,7 @@ from sync import (
     inbox,
     jobs,
     launcher,
+    media,
     reconcile,
     status,
     store,
@@ -294,12 +295,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=bar.update,
             limits=Limits.from_settings(settings),
+            media=media.reader(settings),
         )
     finally:
         bar.close()
+    for task_id, why in summary.media_failed.items():
+        print(f"annosync: task {task_id}: image not copied: {why}", file=sys.stderr)
     for task_id, why in summary.failed.items():
         print(f"annosync: task {task_id} not converted: {why}", file=sys.stderr)
     left_out = f", {len(summary.failed)} tasks left out" if summary.failed else ""
+    if summary.images or summary.media_failed:
+        left_out += f", {summary.images} images"
+        left_out += f" ({len(summary.media_failed)} missing)" if summary.media_failed else ""
     print(
         f"{summary.tasks} tasks converted to {args.format.upper()} in {args.output} "
         f"({summary.files} files, {len(summary.classes)} classes{left_out})"

@@ -20,11 +20,12 @@ import orjson
 
 from config.validation import task_shape_problem
 from sync.documents import encode_task
-from sync.errors import InvalidInput
+from sync.errors import AnnosyncError, InvalidInput
 from sync.exporters import ExportContext, get_exporter, render_checked
 from sync.exporters.base import DEFAULT_SPLIT
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.classes import context_from_config
+from sync.exporters.files import file_stem, image_url
 from sync.jsonstream import JSONStreamError, iter_array
 from sync.labelconfig import LabelConfigError, parse_label_config
 from sync.limits import Limits
@@ -41,6 +42,8 @@ class ConvertSummary:
     files: int
     classes: list[str]
     failed: dict[int, str] = field(default_factory=dict)  # task id -> why not rendered
+    images: int = 0  # images copied (``*_WITH_IMAGES``)
+    media_failed: dict[int, str] = field(default_factory=dict)  # task id -> why no image
 
 
 def read_tasks(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
@@ -112,8 +115,10 @@ def convert(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     limits: Limits | None = None,
+    media: MediaReader | None = None,
 ) -> ConvertSummary:
-    """Convert every task of ``source`` into ``fmt`` under ``out``."""
+    """Convert every task of ``source`` into ``fmt`` under ``out`` (with ``media``, the
+    images of a ``*_WITH_IMAGES`` format)."""
     try:
         exporter = get_exporter(fmt)
     except KeyError as exc:
@@ -130,7 +135,8 @@ def convert(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        summary = render_into(read_tasks(source), exporter, staging, ctx, progress, limits)
+        tasks = read_tasks(source)
+        summary = render_into(tasks, exporter, staging, ctx, progress, limits, media)
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -145,14 +151,18 @@ def render_into(
     ctx: ExportContext,
     progress=None,
     limits: Limits | None = None,
+    media: MediaReader | None = None,
 ) -> ConvertSummary:
     """Render ``tasks`` with ``exporter`` into the fresh folder ``staging``: per-task files
     as they come, fragments spooled to disk, aggregates last in task-id order. A task over
     ``limits`` or that the exporter cannot render is left out and named in ``failed``, as
-    the kept-fresh exports do."""
+    the kept-fresh exports do. A ``*_WITH_IMAGES`` format gets each task's image from
+    ``media``; one it cannot read is named in ``media_failed`` (the labels stay)."""
     storage = _StagingWriter(staging)
     index: dict[int, tuple[int, int]] = {}  # task id -> fragment's place in the spool
     failed: dict[int, str] = {}
+    images: dict[int, str] = {}  # task id -> why its image is missing
+    with_media = getattr(exporter, "with_media", False) and media is not None
     files = 0
     with tempfile.TemporaryFile() as spool:
         for count, (task, raw) in enumerate(tasks, start=1):
@@ -166,6 +176,8 @@ def render_into(
             for path, data in result.files.items():
                 storage.put(path, data)
             files += len(result.files)
+            if with_media:
+                files += _add_image(storage, media, task, exporter, ctx, images)
             index[task["id"]] = (spool.tell(), len(result.fragment))  # a repeated id: last wins
             spool.write(result.fragment)
 
@@ -178,7 +190,27 @@ def render_into(
         aggregates = exporter.aggregate(fragments(), ctx)
     for path, data in aggregates.items():
         storage.put(path, data)
-    return ConvertSummary(len(index), files + len(aggregates), list(ctx.classes), failed)
+    copied = len(index) - len(images) if with_media else 0
+    summary = ConvertSummary(len(index), files + len(aggregates), list(ctx.classes), failed)
+    summary.images, summary.media_failed = copied, images
+    return summary
+
+
+#: Reads a task's image for a ``*_WITH_IMAGES`` export: ``(url, path in the format's
+#: folder) -> bytes``, raising :class:`AnnosyncError` with the reason.
+MediaReader = Callable[[str, str], bytes]
+
+
+def _add_image(storage, media: MediaReader, task, exporter, ctx, images: dict) -> int:
+    url = image_url(task, ctx.object_value)
+    stem, ext = file_stem(task["id"], url)
+    path = f"{exporter.media_folder}/{stem}{ext}"
+    try:
+        storage.put(path, media(url, path))
+    except AnnosyncError as exc:
+        images[task["id"]] = str(exc)
+        return 0
+    return 1
 
 
 class _StagingWriter:

@@ -182,6 +182,8 @@ def make_settings(tmp_path: Path, database_url: str, redis_url: str, **overrides
         "ANNOSYNC_WEBHOOK_SECRET": SECRET,
         "ANNOSYNC_SWEEP_INTERVAL_S": "0.2",
         "ANNOSYNC_EXPORT_DEBOUNCE_MS": "0",
+        # Most tests' tasks name images on hosts that do not exist: media tests turn it on.
+        "ANNOSYNC_MEDIA": "0",
     }
     return load_settings(env, **overrides)
 

@@ -195,3 +195,28 @@ def test_rebuild_refuses_a_format_it_would_not_keep(bucket, capsys, fmt, says):
     assert says in err and err.count("\n") == 1
     assert _state(bucket) == before
     assert not [k for k in bucket.storage.list("exports/1/") if k.startswith("exports/1/voc/")]
+
+
+# YOLO pose: key points of a box (parentID) after its box, one x y v per key point label.
+POSE_CONFIG = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="bbox" toName="image"><Label value="cat"/></RectangleLabels>
+<KeyPointLabels name="kp" toName="image"><Label value="nose"/><Label value="tail"/></KeyPointLabels>
+</View>"""
+
+
+def _point(label: str, x: float, y: float, parent: str | None) -> dict:
+    item = {"id": f"k-{label}", "type": "keypointlabels", "from_name": "kp", "to_name": "image"}
+    item |= {"original_width": 1000, "original_height": 500, "parentID": parent}
+    item["value"] = {"x": x, "y": y, "width": 0.5, "keypointlabels": [label]}
+    return item
+
+
+def test_yolo_writes_pose_lines_for_key_points():
+    box = rect(10, 10, 20, 40, "cat", width=1000, height=500, rid="b1")
+    loose = _point("tail", 90, 90, None)  # no box: not in a pose dataset
+    task = _task(1, [box, _point("nose", 15, 20, "b1"), loose])
+    files = _render("YOLO", [task], POSE_CONFIG)
+    line = files["labels/1__image.txt"].decode().strip()
+    assert line == "0 0.2 0.3 0.2 0.4 0.15 0.2 2 0 0 0"
+    assert "kpt_shape: [2, 3]" in files["data.yaml"].decode()
+    assert "kpt_shape" not in _render("YOLO", [task], IMAGE_CONFIG)["data.yaml"].decode()

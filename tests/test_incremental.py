@@ -7,16 +7,20 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 from conftest import SECRET, bucket, delivery, make_settings, run_worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
-from sync import admission, db, exports, task_outputs
+from sync import admission, db, exports, media, task_outputs
 from sync.convert import context, convert
 from sync.exporters import get_exporter
 from sync.group_commit import GroupCommit
@@ -37,19 +41,24 @@ def _send(rt: Runtime, body: dict) -> None:
     admission.accept(recorder, admission.parse(raw), raw, None, webhook_id=uuid.uuid4().hex)
 
 
-def _tasks_created(ids, project: dict = PROJECT) -> dict:
+def _tasks_created(ids, project: dict = PROJECT, host: str = "http://x") -> dict:
     base = delivery("01-TASKS_CREATED")
     tasks = []
     for n in ids:
         t = dict(
-            base["tasks"][0], id=n, inner_id=n, data={"image": f"http://x/img/{n % 2}/photo.jpg"}
+            base["tasks"][0], id=n, inner_id=n, data={"image": f"{host}/img/{n % 2}/photo.jpg"}
         )  # basenames collide
         tasks.append(t)
     return {"action": "TASKS_CREATED", "tasks": tasks, "project": project}
 
 
 def _annotation(
-    ann_id: int, task_id: int, regions: list, stamp: int, project: dict = PROJECT
+    ann_id: int,
+    task_id: int,
+    regions: list,
+    stamp: int,
+    project: dict = PROJECT,
+    host: str = "http://x",
 ) -> dict:
     body = delivery("05-ANNOTATION_UPDATED")
     result = []
@@ -93,7 +102,7 @@ def _annotation(
         updated_at=ts,
         created_at="2026-11-22T00:00:00.000000Z",
     )
-    body["task"].update(id=task_id, data={"image": f"http://x/img/{task_id % 2}/photo.jpg"})
+    body["task"].update(id=task_id, data={"image": f"{host}/img/{task_id % 2}/photo.jpg"})
     body["project"] = project
     return body
 
@@ -111,8 +120,29 @@ def _tree(root: Path) -> dict[str, bytes]:
 # Every format the image config fits, kept fresh at once.
 FORMATS = (
     "YOLO", "COCO", "MANIFEST", "YOLO_OBB", "VOC", "JSON", "JSON_MIN", "CSV", "TSV",
-    "GCP_CSV", "GCP_JSONL", "DATAGYM",
+    "GCP_CSV", "GCP_JSONL", "DATAGYM", "YOLO_WITH_IMAGES", "YOLO_OBB_WITH_IMAGES",
+    "COCO_WITH_IMAGES",
 )  # fmt: skip
+
+
+class Images:
+    """A local server of the two images the tasks name (``/img/<0|1>/photo.jpg``)."""
+
+    def __init__(self) -> None:
+        self.files = {f"/img/{n}/photo.jpg": f"image {n}".encode() * 50 for n in (0, 1)}
+        app = Request.application(
+            lambda request: Response(self.files[request.path], mimetype="image/jpeg")
+        )
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def images():
+    served = Images()
+    yield served
+    served.server.shutdown()
 
 
 def _assert_incremental_equals_batch(rt: Runtime, tmp: Path) -> None:
@@ -125,9 +155,17 @@ def _assert_incremental_equals_batch(rt: Runtime, tmp: Path) -> None:
         exporter = get_exporter(fmt)
         out = tmp / f"batch-{fmt}"
         ctx = context(config, exports / "yolo" / "classes.txt")
-        convert(root / "tasks", fmt, out, ctx, overwrite=True)
+        # The images come from their source here, never from the bucket.
+        convert(root / "tasks", fmt, out, ctx, overwrite=True, media=media.reader(rt.settings))
         if exporter.folder:
-            assert _tree(exports / exporter.folder) == _tree(out), fmt
+            kept = _tree(exports / exporter.folder)
+            if exporter.media_folder and not getattr(exporter, "with_media", False):
+                # Its images (media sync) are what X_WITH_IMAGES's are: compared there.
+                kept = {k: v for k, v in kept.items() if not k.startswith("images/")}
+            assert kept == _tree(out), fmt
+            if getattr(exporter, "with_media", False):  # not vacuous: every task has its image
+                live = len(list((root / "tasks").glob("*.json")))
+                assert sum(key.startswith("images/") for key in kept) == live, fmt
         else:
             for name, data in _tree(out).items():
                 assert (exports / name).read_bytes() == data, fmt
@@ -150,22 +188,24 @@ operation = st.one_of(
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(ops=st.lists(operation, min_size=1, max_size=12), drain_every=st.integers(1, 5))
-def test_incremental_exports_equal_batch_convert(redis_url, ops, drain_every):
+def test_incremental_exports_equal_batch_convert(redis_url, images, ops, drain_every):
+    """Every kept-fresh format, media included, equals `convert` of the stored tasks."""
     Redis.from_url(redis_url).flushdb()  # each example starts from empty queues
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         url = f"sqlite:///{tmp}/a.db"
         db.upgrade(url)
-        rt = Runtime(make_settings(tmp, url, redis_url, export_formats=FORMATS))
+        options = {"export_formats": FORMATS, "media": True, "media_allow_private": True}
+        rt = Runtime(make_settings(tmp, url, redis_url, **options))
         set_runtime(rt)
         _send(rt, {"action": "PROJECT_UPDATED", "project": PROJECT})
-        _send(rt, _tasks_created([1, 2, 3, 4]))
+        _send(rt, _tasks_created([1, 2, 3, 4], host=images.url))
         owner: dict[int, int] = {}
         for n, op in enumerate(ops, start=1):
             if op[0] == "annotate":
                 _, ann_id, task_id, regions = op
                 task_id = owner.setdefault(ann_id, task_id)  # an annotation keeps its task
-                _send(rt, _annotation(ann_id, task_id, regions, n))
+                _send(rt, _annotation(ann_id, task_id, regions, n, host=images.url))
             elif op[0] == "delete_annotation":
                 _send(
                     rt,

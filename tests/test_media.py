@@ -87,7 +87,8 @@ def served():
 
 
 def _runtime(tmp_path, database_url, redis_url, **overrides) -> Runtime:
-    options = {"export_formats": FORMATS, "media_allow_private": True} | overrides
+    options = {"export_formats": FORMATS, "media": True, "media_allow_private": True}
+    options |= overrides
     rt = Runtime(make_settings(tmp_path, database_url, redis_url, **options))
     set_runtime(rt)
     return rt

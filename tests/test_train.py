@@ -22,11 +22,8 @@ def test_ultralytics_trains_on_the_bucket(tmp_path, sqlite_url, redis_url, caplo
     os.environ["YOLO_CONFIG_DIR"] = str(tmp_path / "ultralytics-config")
     ultralytics = pytest.importorskip("ultralytics")
     served = MediaServer()
-    rt = Runtime(
-        make_settings(
-            tmp_path, sqlite_url, redis_url, export_formats=FORMATS, media_allow_private=True
-        )
-    )
+    options = {"export_formats": FORMATS, "media": True, "media_allow_private": True}
+    rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url, **options))
     set_runtime(rt)
     try:
         _send_dataset(rt, served)

@@ -29,6 +29,7 @@ class Region:
     height: float
     rotation: float = 0.0
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # x, y, w, h (unrotated)
+    parent: str = ""  # a key point's box (Label Studio's parentID), if any
 
 
 def strings(value: Any) -> list[str]:
@@ -120,7 +121,8 @@ def region_of(item: dict[str, Any]) -> Region | None:
             )
         if kind == "keypointlabels":
             point = (float(value["x"]) * width / 100, float(value["y"]) * height / 100)
-            return Region(rid, "point", label, [point], width, height)
+            parent = str(item.get("parentID") or "")
+            return Region(rid, "point", label, [point], width, height, parent=parent)
     except (KeyError, TypeError, ValueError):
         return None
     return None
