@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ from sync.exporters.capabilities import unfit_reason
 from sync.exporters.classes import image_object_value
 from sync.exporters.files import file_stem, image_url
 from sync.exports import export_root, project_config
-from sync.media_sources import Media, MediaError, NotModified, source_for, sources
+from sync.media_sources import Media, MediaError, NotModified, source_for, sources, split_s3
 from sync.models import MediaFile
 from sync.payloads import storable
 from sync.runtime import Runtime, current_runtime
@@ -171,7 +172,7 @@ def sync_batch(rt: Runtime, project_id: int, batch: int = BATCH) -> tuple[int, b
         owed = [row for row in rows if row.status == "owed"]
         found = sources(rt.settings)
         with ThreadPoolExecutor(FETCHERS) as pool:
-            results = list(pool.map(lambda row: _fetch(found, row), owed))
+            results = list(pool.map(lambda row: _fetch(rt.storage, found, row), owed))
         settled = len(gone)
         for row, result in zip(owed, results, strict=True):
             settled += _settle(rt, row, result, now)
@@ -179,11 +180,26 @@ def sync_batch(rt: Runtime, project_id: int, batch: int = BATCH) -> tuple[int, b
     return settled, more
 
 
-def _fetch(found, row: MediaFile) -> Media | NotModified | MediaError:
+@dataclass(frozen=True)
+class Copied:
+    """The media was copied server-side to the row's first key (an ``s3://`` source read
+    with the storage's own credentials): no bytes came through annosync."""
+
+    etag: str | None
+
+
+def _fetch(storage, found, row: MediaFile) -> Media | Copied | NotModified | MediaError:
     try:
-        return source_for(found, row.url).fetch(row.url, row.etag)
+        source = source_for(found, row.url)
+        if source.name == "s3" and row.etag is None:
+            etag = storage.copy_in(orjson.loads(row.keys)[0], *split_s3(row.url))
+            if etag is not None:
+                return Copied(etag)
+        return source.fetch(row.url, row.etag)
     except (MediaError, NotModified) as exc:
         return exc
+    except StorageError as exc:
+        return MediaError(f"server-side copy: {exc}")
 
 
 def _settle(rt: Runtime, row: MediaFile, result, now: float) -> int:
@@ -198,7 +214,9 @@ def _settle(rt: Runtime, row: MediaFile, result, now: float) -> int:
     try:
         if isinstance(result, MediaError):
             raise result
-        rt.storage.put(keys[0], result.data, content_type=result.content_type or "image/jpeg")
+        if isinstance(result, Media):
+            kind = result.content_type or "application/octet-stream"
+            rt.storage.put(keys[0], result.data, content_type=kind)
         rt.storage.copy_many([(key, keys[0]) for key in keys[1:]], replace=True)
         _remove(rt.storage, row, [key for key in written if key not in keys])
     except (MediaError, StorageError) as exc:
@@ -208,7 +226,11 @@ def _settle(rt: Runtime, row: MediaFile, result, now: float) -> int:
         log.warning("media of task %s not copied: %s", row.task_id, row.error)
         return 0
     row.written, row.status, row.error, row.attempts = row.keys, "done", None, 0
-    row.etag, row.md5, row.size = result.etag, _md5(result.data), len(result.data)
+    if isinstance(result, Copied):  # a single-part object's ETag is its MD5
+        md5 = (result.etag or "").strip('"')
+        row.etag, row.md5, row.size = result.etag, md5 if len(md5) == 32 else None, None
+    else:
+        row.etag, row.md5, row.size = result.etag, _md5(result.data), len(result.data)
     row.due_at = 0.0
     return 1
 

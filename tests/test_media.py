@@ -274,3 +274,103 @@ def test_media_off_copies_nothing(tmp_path, sqlite_url, redis_url, served):
         assert orjson.loads((_bucket(rt) / "tasks/1.json").read_bytes())["id"] == 1
     finally:
         set_runtime(None)
+
+
+def _task_with(task_id: int, url: str) -> dict:
+    base = delivery("01-TASKS_CREATED")
+    task = dict(base["tasks"][0], id=task_id, inner_id=task_id, data={"image": url})
+    return {"action": "TASKS_CREATED", "tasks": [task], "project": PROJECT}
+
+
+@pytest.mark.parametrize("target", ["local", "s3"])
+def test_s3_media_are_copied_server_side_or_streamed(
+    tmp_path, sqlite_url, redis_url, s3_endpoint, s3_url, target
+):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    source = f"media-{target}-{tmp_path.name[-8:]}".lower().replace("_", "-")
+    client.create_bucket(Bucket=source)
+    client.put_object(Bucket=source, Key="cam 1/a.png", Body=png(5), ContentType="image/png")
+    storage = {"storage_url": s3_url} if target == "s3" else {}
+    rt = _runtime(tmp_path, sqlite_url, redis_url, s3_endpoint_url=s3_endpoint, **storage)
+    try:
+        _send(rt, _task_with(1, f"s3://{source}/cam%201/a.png"))
+        run_worker(rt)
+        key = "exports/1/yolo/images/1__a.png"
+        assert rt.storage.get(key) == png(5)
+        assert rt.storage.get("exports/1/coco/images/1__a.png") == png(5)
+        row = _row(rt, 1)
+        assert row.status == "done" and row.etag
+        assert (row.size is None) == (target == "s3")  # server-side: no bytes through us
+        client.put_object(Bucket=source, Key="cam 1/a.png", Body=png(6), ContentType="image/png")
+        resync_project(rt, 1)  # asked again with its ETag: changed, so copied again
+        run_worker(rt)
+        assert rt.storage.get(key) == png(6)
+    finally:
+        set_runtime(None)
+
+
+class LabelStudioFiles:
+    """Label Studio's file endpoints: answers only with the right API token, and records the
+    exact requests."""
+
+    def __init__(self, token: str) -> None:
+        self.token, self.requests = token, []
+        self.server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @Request.application
+    def _app(self, request: Request) -> Response:
+        self.requests.append((request.full_path, request.headers.get("Authorization")))
+        if request.headers.get("Authorization") != f"Token {self.token}":
+            return Response(b'{"detail": "no"}', status=401, mimetype="application/json")
+        return Response(png(8), mimetype="image/png")
+
+
+def test_label_studio_uploads_and_local_files(tmp_path, sqlite_url, redis_url):
+    ls = LabelStudioFiles("ls-token-123")
+    root = tmp_path / "ls-root"
+    (root / "datasets/cam1").mkdir(parents=True)
+    (root / "datasets/cam1/img_000004.jpg").write_bytes(png(4))
+    (tmp_path / "secret.jpg").write_bytes(b"outside the root")
+    rt = _runtime(
+        tmp_path,
+        sqlite_url,
+        redis_url,
+        media_allow_private=False,  # Label Studio's own address is allowed all the same
+        label_studio_url=ls.url,
+        label_studio_api_key="ls-token-123",
+        media_local_files_root=str(root),
+    )
+    try:
+        _send(rt, _task_with(1, "/data/upload/3/0a1b2c-photo.png"))
+        _send(rt, _task_with(2, "/data/local-files/?d=datasets/cam1/img_000004.jpg"))
+        _send(rt, _task_with(3, "/data/local-files/?d=../secret.jpg"))
+        run_worker(rt)
+        assert ls.requests == [("/data/upload/3/0a1b2c-photo.png?", "Token ls-token-123")]
+        assert rt.storage.get("exports/1/yolo/images/1__0a1b2c-photo.png") == png(8)
+        assert rt.storage.get("exports/1/yolo/images/2__img_000004.jpg") == png(4)
+        assert "outside ANNOSYNC_MEDIA_LOCAL_FILES_ROOT" in _row(rt, 3).error
+    finally:
+        ls.server.shutdown()
+        set_runtime(None)
+
+
+def test_gs_media_come_from_the_public_endpoint(
+    tmp_path, sqlite_url, redis_url, served, monkeypatch
+):
+    """Google's endpoint is the outside world: a local stand-in checks the request path."""
+    from sync.media_sources import GcsSource
+
+    monkeypatch.setattr(GcsSource, "ENDPOINT", served.url)
+    served.files["/my-bucket/img/3.png"] = png(3)
+    rt = _runtime(tmp_path, sqlite_url, redis_url)
+    try:
+        _send(rt, _task_with(1, "gs://my-bucket/img/3.png"))
+        run_worker(rt)
+        assert served.hits == {"/my-bucket/img/3.png": 1}
+        assert rt.storage.get("exports/1/yolo/images/1__3.png") == png(3)
+    finally:
+        set_runtime(None)

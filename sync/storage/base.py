@@ -45,6 +45,11 @@ class StorageBackend(Protocol):
         so a target that exists holds these bytes already (a backend may skip it or write
         it again); with it, a target that exists is replaced whole, atomically."""
 
+    def copy_in(self, target: str, bucket: str, key: str) -> str | None:
+        """Copy ``key`` of another bucket of the same service to ``target`` server-side
+        (no bytes travel through annosync); its ETag, or None when this backend cannot
+        (the caller then fetches the bytes and writes them)."""
+
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
 

@@ -141,6 +141,9 @@ class LocalStorage:
             raise StorageError(f"cannot copy {target}: {exc.strerror or exc}") from exc
         self.put_many(copied)
 
+    def copy_in(self, target: str, bucket: str, key: str) -> str | None:
+        return None  # a folder is not a bucket: the bytes are fetched
+
     def open(self, key: str) -> BinaryIO | None:
         try:
             return self._path(key).open("rb")

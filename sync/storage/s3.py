@@ -89,6 +89,15 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _translate("copy", target, exc) from None
 
+    def copy_in(self, target: str, bucket: str, key: str) -> str | None:
+        try:
+            answer = self.client.copy_object(
+                Bucket=self.bucket, Key=self._key(target), CopySource={"Bucket": bucket, "Key": key}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate("copy", target, exc) from None
+        return answer.get("CopyObjectResult", {}).get("ETag")
+
     def open(self, key: str) -> BinaryIO | None:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
