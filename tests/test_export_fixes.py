@@ -220,3 +220,39 @@ def test_yolo_writes_pose_lines_for_key_points():
     assert line == "0 0.2 0.3 0.2 0.4 0.15 0.2 2 0 0 0"
     assert "kpt_shape: [2, 3]" in files["data.yaml"].decode()
     assert "kpt_shape" not in _render("YOLO", [task], IMAGE_CONFIG)["data.yaml"].decode()
+
+
+# BRUSH_TO_COCO: the brush mask as COCO's RLE, read back exactly by pycocotools.
+BRUSH_CONFIG = """<View><Image name="image" value="$image"/>
+<BrushLabels name="brush" toName="image"><Label value="road"/></BrushLabels>
+<RectangleLabels name="bbox" toName="image"><Label value="car"/></RectangleLabels></View>"""
+
+
+def test_brush_to_coco_writes_masks_pycocotools_reads_back(tmp_path):
+    np = pytest.importorskip("numpy")
+    from pycocotools.coco import COCO
+
+    from sync.exporters import rle
+
+    width, height = 40, 30
+    mask = bytearray(width * height)
+    for y in range(5, 12):  # a 10 x 7 block with a hole, and one stray pixel
+        for x in range(8, 18):
+            mask[y * width + x] = 255
+    mask[8 * width + 12] = 0
+    mask[29 * width + 39] = 255
+    rgba = bytes(b for v in mask for b in (0, 0, 0, v))
+    brush = {"id": "m", "type": "brushlabels", "from_name": "brush", "to_name": "image"}
+    brush |= {"original_width": width, "original_height": height}
+    brush["value"] = {"format": "rle", "rle": rle.encode(rgba), "brushlabels": ["road"]}
+    box = rect(10, 10, 20, 20, "car", width=width, height=height, rid="b")
+    task = _task(1, [box, brush])
+    result = _render("BRUSH_TO_COCO", [task], BRUSH_CONFIG)["result_coco.json"]
+    (tmp_path / "c.json").write_bytes(result)
+    coco = COCO(str(tmp_path / "c.json"))
+    [segment] = [a for a in coco.loadAnns(coco.getAnnIds()) if isinstance(a["segmentation"], dict)]
+    expected = np.frombuffer(bytes(mask), dtype=np.uint8).reshape(height, width) > 0
+    assert (coco.annToMask(segment) == expected).all()
+    assert segment["bbox"] == [8, 5, 32, 25] and segment["area"] == 70 - 1 + 1
+    assert coco.loadCats(segment["category_id"])[0]["name"] == "road"
+    assert len(coco.getAnnIds()) == 2 and coco.imgs[1]["file_name"] == "images/1__image.png"
