@@ -374,3 +374,26 @@ def test_gs_media_come_from_the_public_endpoint(
         assert rt.storage.get("exports/1/yolo/images/1__3.png") == png(3)
     finally:
         set_runtime(None)
+
+
+def test_convert_with_images_fetches_each_image_and_names_the_missing(
+    tmp_path, served, monkeypatch, capsys
+):
+    from sync import cli
+
+    served.broken.add("/img/2.png")
+    export = [
+        {"id": n, "data": {"image": f"{served.url}/img/{n}.png"}, "annotations": []}
+        for n in (1, 2, 3)
+    ]
+    source = tmp_path / "export.json"
+    source.write_bytes(orjson.dumps(export))
+    monkeypatch.setenv("ANNOSYNC_MEDIA_ALLOW_PRIVATE", "1")
+    monkeypatch.setenv("ANNOSYNC_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    assert cli.main(["convert", str(source), "-f", "yolo_with_images", "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "task 2: image not copied: GET 127.0.0.1" in printed.err and "HTTP 404" in printed.err
+    assert "2 images (1 missing)" in printed.out
+    assert (out / "images/1__1.png").read_bytes() == served.files["/img/1.png"]
+    assert not (out / "images/2__2.png").exists() and (out / "labels/2__2.txt").exists()
