@@ -122,6 +122,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _start_when_database_answers(rt)
     if not args.burst:
         threading.Thread(target=sweeper.sweep_forever, args=(rt, stop), daemon=True).start()
+        if settings.media:
+            threading.Thread(target=media.run_forever, args=(rt, stop), daemon=True).start()
     queues = args.queues.split(",") if args.queues else [settings.queue_name]
     # SimpleWorker runs jobs in-process: no fork per job (drains are short and many).
     try:

@@ -310,12 +310,11 @@ def write_dirty_tasks(
     A storage failure raises StorageError with the tasks still dirty, so a retry (or the
     sweep) writes them later: nothing is lost.
     """
-    written, finished, media_owed = 0, True, False
+    written, finished = 0, True
     with rt.sessions() as session:
         if project_id is not None and exports.needs_full_rebuild(session, project_id):
             task_outputs.rebuild_project(rt, project_id)
             written = -1  # aggregates are owed even if no task file changes
-            media_owed = True  # the rebuild noted every task's media
         # A drain job writes YIELDING_BATCH tasks at a time and asks after each batch
         # whether other projects wait: another project's delivery arriving mid-drain then
         # waits for one small batch (~0.3 s with three formats), never for a big one (500
@@ -343,7 +342,7 @@ def write_dirty_tasks(
             if outputs is not None:
                 outputs.delete_stale(rt.storage)
                 outputs.record(session)
-                media_owed |= media.note_tasks(rt, session, project_id, docs, gone)
+                media.note_tasks(rt, session, project_id, docs, gone)
             generations.record_objects(session, objects)
             digests = {d["id"]: hashlib.sha256(raw).hexdigest() for d, raw in rendered}
             store.mark_written(session, [(t.id, t.version, digests.get(t.id)) for t in tasks])
@@ -356,6 +355,4 @@ def write_dirty_tasks(
                 break
     if written and project_id is not None:
         exports.request_aggregates(rt.worker_redis, rt.settings, project_id)
-    if media_owed and project_id is not None:
-        media.request(rt.worker_redis, rt.settings, project_id)
     return max(written, 0), finished

@@ -3,10 +3,10 @@ the kept-fresh formats that name image files, so a trainer pointed at the bucket
 
 The drain only notes what each task's media should be (:func:`note_tasks`: a row per task,
 owed when its URL or its keys change) and never waits on a fetch: labels are never held
-back by media. A media job per project fetches what is owed, a bounded batch at a time
-(then it queues itself again behind other work), and records each failure on its task with
-a retry time that backs off from seconds to a day. The sweep queues projects whose media
-are due again, so nothing owed is forgotten across restarts.
+back by media. A thread in each worker (:func:`run_forever`) fetches what is owed, a
+bounded batch per project in turn, and records each failure on its task with a retry time
+that backs off from seconds to a day. What is owed lives in the database, so nothing is
+forgotten across restarts.
 
 Invariants: ``written`` lists exactly the keys storage holds for the task (each write is
 recorded after it); a task's files leave storage before its row does.
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis import Redis
-from rq import Queue
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sync.errors import Unavailable
 from sync.exporters import get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.classes import image_object_value
@@ -36,17 +36,18 @@ from sync.exports import export_root, project_config
 from sync.media_sources import Media, MediaError, NotModified, source_for, sources, split_s3
 from sync.models import MediaFile
 from sync.payloads import storable
-from sync.runtime import Runtime, current_runtime
+from sync.runtime import Runtime
 from sync.storage import StorageError
 
 log = logging.getLogger("annosync.media")
 
-BATCH = 32  # fetches per job run: a project with 100k images never holds a worker long
+BATCH = 32  # fetches per turn of a project
 FETCHERS = 4  # fetches at once within a batch (they wait on the network)
 BACKOFF_S = (5, 30, 120, 600, 3600, 6 * 3600, 86400)  # then daily
-# While a media job is queued or running, the project's flag stands (so the sweep and the
-# drains queue no second job fetching the same files); it lapses if a worker dies.
-FLAG_TTL_S = 600
+POLL_S = 1.0  # how soon an owed image is fetched (one indexed query per poll)
+# A worker holds a project's media while it settles one batch (at most BATCH fetches of
+# ANNOSYNC_MEDIA_TIMEOUT_S / FETCHERS rounds); the lock lapses if the worker dies.
+LOCK_TTL_S = 900
 
 
 def media_formats(settings, config: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -121,30 +122,42 @@ def _forget(session: Session, row: MediaFile | None) -> bool:
     return False
 
 
-def _flag(project_id: int) -> str:
-    return f"annosync:media-queued:{project_id}"
+def _lock(project_id: int) -> str:
+    return f"annosync:media-lock:{project_id}"
 
 
-def request(redis: Redis, settings, project_id: int) -> bool:
-    """Queue the project's media job unless one is waiting."""
-    if not redis.set(_flag(project_id), b"1", nx=True, ex=FLAG_TTL_S):
-        return False
-    Queue(settings.queue_name, connection=redis).enqueue(
-        media_job, project_id, job_timeout=3600, result_ttl=60
-    )
-    return True
+def run_forever(rt: Runtime, stop) -> None:
+    """A worker's media thread: settle what is due every ``POLL_S`` until ``stop`` is set.
+    A thread beside the RQ worker, not RQ jobs: a fetch waiting on a slow host (or on a
+    name that does not resolve) then never holds up a drain, whatever the worker count."""
+    while not stop.wait(POLL_S):
+        try:
+            run_due(rt)
+        except (Unavailable, StorageError, RedisError) as exc:
+            log.warning("media sync failed, will retry: %s", exc)
+        except Exception:
+            log.exception("media sync failed")
 
 
-def media_job(project_id: int) -> int:
-    """RQ job: fetch one batch of the project's owed media; queue itself again if more are
-    due. Returns how many tasks' media were settled (copied, unchanged or removed)."""
-    rt = current_runtime()
-    try:
-        settled, more = sync_batch(rt, project_id)
-    finally:
-        rt.worker_redis.delete(_flag(project_id))
-    if more:
-        request(rt.worker_redis, rt.settings, project_id)
+def run_due(rt: Runtime) -> int:
+    """Settle every project's due media, a batch per project in turn (one project with 100k
+    images does not starve the others); a project another worker is on is skipped. Returns
+    how many tasks' media were settled."""
+    settled, pending = 0, None
+    while pending is None or pending:
+        with rt.sessions() as session:
+            due = projects_due(session) if pending is None else pending
+        pending = []
+        for project_id in due:
+            if not rt.worker_redis.set(_lock(project_id), b"1", nx=True, ex=LOCK_TTL_S):
+                continue
+            try:
+                done, more = sync_batch(rt, project_id)
+            finally:
+                rt.worker_redis.delete(_lock(project_id))
+            settled += done
+            if more:
+                pending.append(project_id)
     return settled
 
 

@@ -114,8 +114,6 @@ def resync_project(
             session.rollback()
         else:
             session.commit()
-    if not dry_run:
-        media.request(rt.worker_redis, rt.settings, project_id)  # rechecked, or owed again
     return summary
 
 

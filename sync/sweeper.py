@@ -13,7 +13,7 @@ import time
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 
-from sync import exports, inbox, jobs, media, store, triggers
+from sync import exports, inbox, jobs, store, triggers
 from sync.errors import Unavailable
 from sync.reconcile import resync_project
 from sync.runtime import Runtime, current_runtime
@@ -33,7 +33,6 @@ def sweep(rt: Runtime, min_age_s: float = 1.0) -> int:
         projects |= store.dirty_projects(session)
         stale = set(inbox.projects_with_pending(session, older_than_s=jobs.STALE_S))
         owing = exports.projects_owing_aggregates(session)
-        media_due = media.projects_due(session)
     queued = 0
     for project_id in projects:
         try:
@@ -48,12 +47,6 @@ def sweep(rt: Runtime, min_age_s: float = 1.0) -> int:
             exports.request_aggregates(rt.worker_redis, rt.settings, project_id)
         except RedisError as exc:
             log.warning("sweep: cannot queue exports of project %s: %s", project_id, exc)
-            break
-    for project_id in media_due:  # media failures due again, and jobs lost with a queue
-        try:
-            media.request(rt.worker_redis, rt.settings, project_id)
-        except RedisError as exc:
-            log.warning("sweep: cannot queue media of project %s: %s", project_id, exc)
             break
     return queued
 

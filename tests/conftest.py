@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from bench.stack import fresh_pg_database
 from config.settings import load_settings
 from handlers.app import create_app
-from sync import db, jobs, launcher
+from sync import db, jobs, launcher, media
 from sync.models import Base
 from sync.runtime import Runtime, set_runtime
 
@@ -259,7 +259,8 @@ def drain_jobs(monkeypatch) -> list[int]:
 
 
 def run_worker(rt: Runtime) -> None:
-    """Run queued jobs in this process until the queue is empty (RQ burst mode).
+    """Run queued jobs in this process until the queue is empty (RQ burst mode), then the
+    media that are due (a worker's media thread does that in production).
 
     An RQ worker installs its own SIGINT/SIGTERM handlers (a first Ctrl-C asks it to stop
     after the job) and leaves them installed: the test run's handlers are put back, and a
@@ -278,6 +279,8 @@ def run_worker(rt: Runtime) -> None:
             signal.signal(sig, handler)
     if stop_requested:  # while idle RQ ends work() normally: the signal must not be lost
         raise KeyboardInterrupt
+    if rt.settings.media:
+        media.run_due(rt)
 
 
 def bucket(rt: Runtime) -> Path:

@@ -419,6 +419,9 @@ def test_formats_offered_by_label_config_like_label_studio():
         "GCP_CSV",
         "GCP_JSONL",
         "DATAGYM",
+        "YOLO_WITH_IMAGES",
+        "YOLO_OBB_WITH_IMAGES",
+        "COCO_WITH_IMAGES",
     }
     assert _enabled("text-ner.xml") == common | {"CONLL2003", "GCP_JSONL"}
     assert _enabled("audio-transcription.xml") == common | {"ASR_MANIFEST"}
@@ -426,7 +429,7 @@ def test_formats_offered_by_label_config_like_label_studio():
         '<View><Image name="i" value="$i"/>'
         '<BrushLabels name="b" toName="i"><Label value="x"/></BrushLabels></View>'
     )
-    assert {"BRUSH_TO_PNG", "BRUSH_TO_NUMPY"} <= {
+    assert {"BRUSH_TO_PNG", "BRUSH_TO_NUMPY", "BRUSH_TO_COCO"} <= {
         f["name"] for f in list_formats(parse_label_config(brush)) if not f["disabled"]
     }
 

@@ -121,7 +121,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 FORMATS = (
     "YOLO", "COCO", "MANIFEST", "YOLO_OBB", "VOC", "JSON", "JSON_MIN", "CSV", "TSV",
     "GCP_CSV", "GCP_JSONL", "DATAGYM", "YOLO_WITH_IMAGES", "YOLO_OBB_WITH_IMAGES",
-    "COCO_WITH_IMAGES", "BRUSH_TO_COCO",
+    "COCO_WITH_IMAGES",
 )  # fmt: skip
 
 

@@ -57,7 +57,7 @@ class BrushCocoExporter(CocoExporter):
     objects = frozenset({"Image"})
     folder = "brush_to_coco"
     media_folder = "images"
-    supports = frozenset({"BrushLabels", "RectangleLabels", "PolygonLabels", "KeyPointLabels"})
+    supports = frozenset({"BrushLabels"})  # without brushes, COCO is the format
 
     def render_task(self, task: dict[str, Any], raw: bytes, ctx: ExportContext) -> TaskExport:
         base = super().render_task(task, raw, ctx)

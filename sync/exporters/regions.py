@@ -68,6 +68,9 @@ def regions(task: dict[str, Any]) -> list[Region]:
     return found
 
 
+#: Image sides from this size on are not believed (a hostile result's 1.8e19 stays out).
+MAX_PX = 2**31
+
 #: Below this size in pixels a clipped box is empty (rotations leave 1e-14 px, not 0).
 EMPTY_PX = 1e-3
 
@@ -91,7 +94,7 @@ def image_size(task: dict[str, Any]) -> tuple[int, int] | None:
             if not isinstance(item, dict):
                 continue
             width, height = item.get("original_width"), item.get("original_height")
-            if _positive(width) and _positive(height):
+            if _positive(width) and _positive(height) and max(width, height) < MAX_PX:
                 return round(width), round(height)
     return None
 
