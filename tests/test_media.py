@@ -5,15 +5,17 @@ the labels; a YOLO data.yaml and a COCO file that resolve to the copied images."
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 import threading
+import zipfile
 import zlib
 from pathlib import Path
 
 import orjson
 import pytest
 import yaml
-from conftest import delivery, make_settings, run_worker
+from conftest import Receiver, delivery, make_settings, run_worker
 from test_incremental import PROJECT, _annotation, _send
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -397,3 +399,31 @@ def test_convert_with_images_fetches_each_image_and_names_the_missing(
     assert "2 images (1 missing)" in printed.out
     assert (out / "images/1__1.png").read_bytes() == served.files["/img/1.png"]
     assert not (out / "images/2__2.png").exists() and (out / "labels/2__2.txt").exists()
+
+
+def test_a_download_with_images_takes_the_buckets_copies(tmp_path, sqlite_url, redis_url, served):
+    """`/api/projects/1/export?exportType=YOLO_WITH_IMAGES` over real HTTP: each image from
+    the bucket (nothing fetched again); one the bucket lacks comes from its source."""
+    token = "api-token-0123456789"
+    rt = _runtime(tmp_path, sqlite_url, redis_url, api_token=token)
+    receiver = Receiver(rt)
+    try:
+        _send(rt, _tasks(served, [1, 2]))
+        run_worker(rt)
+        assert served.hits == {"/img/1.png": 1, "/img/2.png": 1}
+        (_bucket(rt) / "exports/1/yolo/images/2__2.png").unlink()
+        (_bucket(rt) / "exports/1/coco/images/2__2.png").unlink()
+        (_bucket(rt) / "exports/1/yolo_obb/images/2__2.png").unlink()
+        answer = receiver.get(
+            "/api/projects/1/export?exportType=YOLO_WITH_IMAGES",
+            headers={"Authorization": f"Token {token}"},
+        )
+        assert answer.status_code == 200
+        archive = zipfile.ZipFile(io.BytesIO(answer.content))
+        assert archive.read("images/1__1.png") == served.files["/img/1.png"]
+        assert archive.read("images/2__2.png") == served.files["/img/2.png"]
+        assert "labels/1__1.txt" in archive.namelist()
+        assert served.hits == {"/img/1.png": 1, "/img/2.png": 2}
+    finally:
+        receiver.close()
+        set_runtime(None)
