@@ -42,7 +42,9 @@ from sync.storage import StorageError
 log = logging.getLogger("annosync.media")
 
 BATCH = 32  # fetches per turn of a project
-FETCHERS = 4  # fetches at once within a batch (they wait on the network)
+# Fetches at once within a batch (they wait on the network). bench/media.py, 400 images at
+# 40 ms a request: 1 at once 22 images/s, 4 at once 72/s, 8 at once 106/s.
+FETCHERS = 8
 BACKOFF_S = (5, 30, 120, 600, 3600, 6 * 3600, 86400)  # then daily
 POLL_S = 1.0  # how soon an owed image is fetched (one indexed query per poll)
 # A worker holds a project's media while it settles one batch (at most BATCH fetches of
