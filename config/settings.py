@@ -185,7 +185,8 @@ SETTINGS: tuple[Setting, ...] = (
         _database_url,
         None,
         "SQLAlchemy URL of the inbox and task store. Default: SQLite file "
-        "`<data dir>/annosync.db`; PostgreSQL (`postgresql+psycopg://…`) in production.",
+        "`<data dir>/annosync.db`; PostgreSQL in production (`postgresql://…` and "
+        "`postgresql+psycopg://…` both work: psycopg 3 either way).",
     ),
     Setting(
         "REDIS_URL",

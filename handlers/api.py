@@ -45,6 +45,7 @@ def _openapi_document() -> bytes:
 def project_status(project_id: int):
     rt = current_app.config["RUNTIME"]
     with rt.sessions() as session:
+        store.require_project(session, project_id)
         report = status.project_status(session, project_id)["projects"][0]
         report["unexported_tasks"] = [
             {"task": task_id, "reason": reason}
@@ -73,6 +74,7 @@ def export(project_id: int):
         )
     rt = current_app.config["RUNTIME"]
     with rt.sessions() as session:
+        store.require_project(session, project_id)
         reason = unfit_reason(get_exporter(fmt), exports.project_config(session, project_id))
     if reason:
         return error(400, "format_does_not_fit", reason)

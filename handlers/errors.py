@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import BaseConverter
 
-from sync.errors import AnnosyncError, InvalidInput, Unavailable
+from sync.errors import AnnosyncError, InvalidInput, Unavailable, UnknownProject
 from sync.storage import StorageError
 
 log = logging.getLogger("annosync.http")
@@ -69,6 +69,10 @@ def register_error_handlers(app: Flask) -> None:
         response = error(503, "unavailable", "a service annosync needs is unavailable; retry")
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.errorhandler(UnknownProject)
+    def _unknown_project(exc: UnknownProject):
+        return error(404, "no_such_project", str(exc))
 
     @app.errorhandler(InvalidInput)
     def _invalid(exc: InvalidInput):

@@ -242,6 +242,8 @@ def cmd_deliveries_replay(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     rt = Runtime(_settings())
     with rt.sessions() as session:
+        if args.project is not None:
+            store.require_project(session, args.project)
         report = status.project_status(session, args.project)
     if args.json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -306,12 +308,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for task_id, why in summary.failed.items():
         print(f"annosync: task {task_id} not converted: {why}", file=sys.stderr)
     left_out = f", {len(summary.failed)} tasks left out" if summary.failed else ""
+    classes = f", {len(summary.classes)} classes" if summary.classes else ""
     if summary.images or summary.media_failed:
         left_out += f", {summary.images} images"
         left_out += f" ({len(summary.media_failed)} missing)" if summary.media_failed else ""
     print(
         f"{summary.tasks} tasks converted to {args.format.upper()} in {args.output} "
-        f"({summary.files} files, {len(summary.classes)} classes{left_out})"
+        f"({summary.files} files{classes}{left_out})"
     )
     return 0
 
@@ -327,6 +330,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     """Regenerate a project's derived exports from the stored task state: every kept-fresh
     format's files (or only ``--format``'s), then every aggregate."""
     rt = Runtime(_settings())
+    with rt.sessions() as session:
+        store.require_project(session, args.project)
     only = _rebuildable(rt, args.project, args.format) if args.format else None
     done = reconcile.rebuild(rt, args.project, only)
     names = ", ".join(only or rt.settings.export_formats)

@@ -14,7 +14,6 @@ client), so callers — the HTTP edge above all — handle annosync's own errors
     │   ├── ProjectBusy             another process works on the project (sync.locks)
     │   └── ExportsBusy             every export slot is taken (sync.archives)
     ├── ApplyError                  a delivery cannot be applied as it is (sync.events)
-    ├── ResyncError                 a resync cannot run as asked (sync.pull)
     ├── LaunchError                 a process annosync starts did not come up (sync.launcher)
     ├── GenerationError             storage disagrees with the store (sync.generations)
     │   └── GenerationCorrupt       stored bytes do not match the digest naming them
@@ -26,6 +25,8 @@ client), so callers — the HTTP edge above all — handle annosync's own errors
         ├── ConvertError            an export file convert cannot read (sync.convert)
         ├── JSONStreamError         malformed JSON in a streamed export (sync.jsonstream)
         ├── GenerationNotFound      no such generation, or it expired (sync.materialise)
+        ├── UnknownProject          annosync has received nothing of that project (sync.store)
+        ├── ResyncError             a resync cannot run as asked (sync.reconcile)
         └── RLEError                a brush mask that does not decode (sync.exporters.rle)
 
 Settings errors are ``config.settings.SettingsError`` (a ValueError): ``config`` is below
@@ -54,6 +55,14 @@ class QueueUnavailable(Unavailable):
 
 class InvalidInput(AnnosyncError, ValueError):
     """Input annosync refuses; the message names what and why."""
+
+
+class UnknownProject(InvalidInput):
+    """annosync has received nothing of the project (HTTP 404, CLI exit 2)."""
+
+    def __init__(self, project_id: int) -> None:
+        super().__init__(f"no project {project_id}: annosync has received nothing of it")
+        self.project_id = project_id
 
 
 class Busy(AnnosyncError):

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sync import db, documents, exports, generations, media, store, task_outputs
-from sync.errors import AnnosyncError
+from sync.errors import InvalidInput
 from sync.exporters import get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.limits import Limits
@@ -36,8 +36,8 @@ BATCH = 500
 _TASK_KEY = re.compile(r"^tasks/(\d{1,19})\.json$")
 
 
-class ResyncError(AnnosyncError):
-    """A resync could not run (the message is one line)."""
+class ResyncError(InvalidInput):
+    """A resync cannot run as asked (the message is one line)."""
 
 
 @dataclass
@@ -94,6 +94,9 @@ def resync_project(
     keep arriving: their drains wait, then apply on top of the reconciled state."""
     if from_labelstudio and rt.labelstudio is None:
         raise ResyncError("--from-labelstudio needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    if not from_labelstudio:  # from Label Studio, a project new to annosync is pulled whole
+        with rt.sessions() as session:
+            store.require_project(session, project_id)
     summary = ResyncSummary(project=project_id, dry_run=dry_run)
     private = dry_run and from_labelstudio
     with (

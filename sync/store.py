@@ -22,7 +22,8 @@ import orjson
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from sync.models import Annotation, Task
+from sync.errors import UnknownProject
+from sync.models import Annotation, Delivery, Project, Task
 from sync.payloads import normalise_ts, now_ts
 
 
@@ -351,6 +352,17 @@ def project_task_ids(session: Session, project_id: int) -> list[int]:
     """Ids of a project's live tasks."""
     query = select(Task.id).where(Task.project_id == project_id, Task.deleted.is_(False))
     return list(session.scalars(query))
+
+
+def require_project(session: Session, project_id: int) -> None:
+    """Raise :class:`UnknownProject` unless annosync has received something of the project:
+    its project object, a task, or a delivery (still pending, perhaps)."""
+    if session.get(Project, project_id) is not None:
+        return
+    for column in (Task.project_id, Delivery.project_id):
+        if session.scalar(select(column).where(column == project_id).limit(1)) is not None:
+            return
+    raise UnknownProject(project_id)
 
 
 def known_projects(session: Session) -> list[int]:

@@ -57,6 +57,18 @@ def test_project_status(api):
     assert (body["project"], body["tasks"], body["annotations"], body["pending"]) == (1, 3, 3, 0)
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/projects/42/status", "/api/projects/42/export?exportType=YOLO"]
+)
+def test_a_project_annosync_never_heard_of_is_a_404(api, path):
+    answer = api.get(path, headers={"Authorization": f"Token {TOKEN}"})
+    assert answer.status_code == 404
+    assert answer.json() == {
+        "error": "no_such_project",
+        "message": "no project 42: annosync has received nothing of it",
+    }
+
+
 def test_direct_export_is_a_zip_of_the_format(api):
     response = api.get(
         "/api/projects/1/export?exportType=yolo&download_all_tasks=true",

@@ -1,0 +1,51 @@
+"""The command line's answers to a user's mistakes: one line, exit 2, nothing left behind."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SECRET, make_settings, run_worker
+from test_incremental import _send, _tasks_created
+
+from sync import cli
+from sync.runtime import Runtime, set_runtime
+
+
+@pytest.fixture
+def instance(tmp_path, sqlite_url, redis_url, monkeypatch):
+    for key, value in {
+        "ANNOSYNC_DATA_DIR": str(tmp_path / "data"),
+        "ANNOSYNC_DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "ANNOSYNC_WEBHOOK_SECRET": SECRET,
+        "ANNOSYNC_MEDIA": "0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url))
+    set_runtime(rt)
+    _send(rt, _tasks_created([1, 2]))
+    run_worker(rt)
+    yield rt
+    set_runtime(None)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["rebuild", "--project", "42"], ["resync", "--project", "42"], ["status", "--project", "42"]],
+)
+def test_an_unknown_project_is_a_usage_error_and_nothing_is_made(instance, capsys, argv):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "annosync: no project 42: annosync has received nothing of it\n"
+    assert not [key for key in instance.storage.list("exports/") if key.startswith("exports/42")]
+    assert cli.main(["status"]) == 0
+    assert "42" not in capsys.readouterr().out.split()
+
+
+def test_resync_from_label_studio_without_its_settings_is_a_usage_error(instance, capsys):
+    assert cli.main(["resync", "--project", "1", "--from-labelstudio"]) == 2
+    assert "needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY" in capsys.readouterr().err
+
+
+def test_a_known_project_still_rebuilds(instance, capsys):
+    assert cli.main(["rebuild", "--project", "1"]) == 0
+    assert "project 1: 2 tasks rendered" in capsys.readouterr().out
