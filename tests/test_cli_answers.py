@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import orjson
 import pytest
 from conftest import SECRET, make_settings, run_worker
 from test_incremental import _send, _tasks_created
 
 from sync import cli
 from sync.runtime import Runtime, set_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -49,3 +55,17 @@ def test_resync_from_label_studio_without_its_settings_is_a_usage_error(instance
 def test_a_known_project_still_rebuilds(instance, capsys):
     assert cli.main(["rebuild", "--project", "1"]) == 0
     assert "project 1: 2 tasks rendered" in capsys.readouterr().out
+
+
+def test_scripts_run_resolves_relative_paths_against_the_callers_folder(tmp_path):
+    """`scripts/run` prepares the environment in the repository but runs where it was called
+    (it used to run in the repository, so `--data-dir d` or `convert x.json` meant its files)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "export.json").write_bytes(orjson.dumps([{"id": 1, "data": {"t": "x"}}]))
+    run = subprocess.run(
+        [str(ROOT / "scripts/run"), "convert", "in/export.json", "-f", "JSON", "-o", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out" / "result.json").exists()
+    assert not (ROOT / "out").exists()
