@@ -64,7 +64,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UsageError(f"port {args.port} on {args.host} is already in use; choose --port")
     data_dir = Path(args.data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    held = launcher.hold_data_dir(data_dir)  # for as long as this process lives
     settings = _settings(data_dir=data_dir)
+    if settings.storage_url.startswith("file://"):  # the bucket is there from the start
+        Path(settings.storage_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     secret = (
         settings.webhook_secrets[0] if settings.webhook_secrets else launcher.local_secret(data_dir)
     )
@@ -90,7 +93,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except BaseException:  # it did not start, or Ctrl-C / SIGTERM while it started
         launcher.terminate(list(procs.values())[::-1])
         raise
-    base = f"http://{args.host}:{args.port}"
+    base = f"http://{launcher.reachable_host(args.host)}:{args.port}"
     print(f"annosync is up. Storage: {settings.storage_url}", flush=True)
     print(f"  Label Studio webhook URL: {base}/webhooks/label-studio/<project id>")
     print(
@@ -99,7 +102,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         else f"  Header to add:            {settings.webhook_header}: {secret}"
     )
     print("  Ctrl-C stops everything.", flush=True)
-    return launcher.supervise(procs)
+    code = launcher.supervise(procs)
+    print("annosync stopped.", flush=True)
+    held.close()
+    return code
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

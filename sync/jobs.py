@@ -110,6 +110,7 @@ def drain_project(project_key: int) -> dict[str, Any]:
     project_id = None if project_key == NO_PROJECT else project_key
     applied = written = 0
     step = STOP
+    started = time.perf_counter()
     try:
         with ProjectLock(redis, project_key) as lock, _backing_off(redis, project_key):
             while True:
@@ -127,6 +128,12 @@ def drain_project(project_key: int) -> dict[str, Any]:
                 _hand_over_dirty_tasks(rt)
     finally:
         redis.delete(_flag(project_key))  # after a failure too: the sweep may queue it again
+    if applied or written:  # one line per drain: what an operator watching the log wants
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "project %s: deliveries applied %d, task files written %d, %.0f ms",
+            project_key, applied, written, elapsed_ms,
+        )  # fmt: skip
     if step == REQUEUE:
         request_drain(redis, rt.settings.queue_name, project_id)
     return {"project": project_key, "applied": applied, "written": written}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import os
 import secrets
 import shutil
@@ -138,6 +139,26 @@ def worker_command() -> list[str]:
 def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     """Start a child process that shares our stdout/stderr."""
     return subprocess.Popen(command, env=env)
+
+
+def hold_data_dir(data_dir: Path):
+    """An exclusive lock on ``<data dir>/.annosync-up.lock``, held while the returned file
+    stays open: a second ``up`` on the same folder is refused (two would share one SQLite
+    file and one private Redis socket). The kernel releases it when the process dies."""
+    handle = (data_dir / ".annosync-up.lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise LaunchError(f"annosync is already up on {data_dir}; stop it first") from None
+    return handle
+
+
+def reachable_host(host: str) -> str:
+    """A host name for URLs a user can paste: a wildcard bind address is not one."""
+    if host in {"0.0.0.0", "::", ""}:
+        return socket.gethostname() or "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def supervise(procs: dict[str, subprocess.Popen]) -> int:

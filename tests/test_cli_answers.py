@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 from pathlib import Path
 
@@ -69,3 +71,19 @@ def test_scripts_run_resolves_relative_paths_against_the_callers_folder(tmp_path
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out" / "result.json").exists()
     assert not (ROOT / "out").exists()
+
+
+def test_a_worker_logs_a_line_per_drain(tmp_path, sqlite_url, redis_url, caplog):
+    rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url))
+    set_runtime(rt)
+    try:
+        with caplog.at_level(logging.INFO, logger="annosync.jobs"):
+            _send(rt, _tasks_created([1, 2, 3]))
+            run_worker(rt)
+        lines = [r.getMessage() for r in caplog.records if "deliveries applied" in r.getMessage()]
+        assert len(lines) == 1
+        assert re.fullmatch(
+            r"project 1: deliveries applied 1, task files written 3, \d+ ms", lines[0]
+        )
+    finally:
+        set_runtime(None)

@@ -100,6 +100,21 @@ def test_up_applies_a_captured_delivery_and_refuses_strangers(annosync_up):
     assert status.stdout.count("ANNOTATION_CREATED") == 1  # the stranger's was not recorded
 
 
+def test_a_second_up_on_the_same_folder_is_refused(annosync_up):
+    _base, data_dir, _proc = annosync_up
+    assert (data_dir / "bucket").is_dir()  # the bucket folder exists from the start
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOSYNC_", "REDIS_URL"))}
+    second = subprocess.run(
+        [sys.executable, "-m", "sync.cli", "up", "--port", str(free_port()),
+         "--data-dir", str(data_dir)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [
+        f"annosync: annosync is already up on {data_dir.resolve()}; stop it first"
+    ]
+
+
 def test_up_stops_cleanly_on_ctrl_c(annosync_up):
     base, data_dir, proc = annosync_up
     proc.send_signal(signal.SIGINT)
@@ -108,6 +123,7 @@ def test_up_stops_cleanly_on_ctrl_c(annosync_up):
     assert proc.returncode == 0
     assert "/webhooks/label-studio/" in output
     assert "Authorization: Bearer" in output
+    assert output.rstrip().endswith("annosync stopped.")
     assert "Traceback" not in output
     with pytest.raises(requests.ConnectionError):
         requests.get(base + "/healthz", timeout=1)
