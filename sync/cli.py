@@ -306,6 +306,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             progress=bar.update,
             limits=Limits.from_settings(settings),
             media=media.reader(settings),
+            project=args.project,
         )
     finally:
         bar.close()
@@ -313,16 +314,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"annosync: task {task_id}: image not copied: {why}", file=sys.stderr)
     for task_id, why in summary.failed.items():
         print(f"annosync: task {task_id} not converted: {why}", file=sys.stderr)
-    left_out = f", {len(summary.failed)} tasks left out" if summary.failed else ""
-    classes = f", {len(summary.classes)} classes" if summary.classes else ""
+    left_out = f", {_count(len(summary.failed), 'task')} left out" if summary.failed else ""
+    classes = f", {_count(len(summary.classes), 'class')}" if summary.classes else ""
     if summary.images or summary.media_failed:
-        left_out += f", {summary.images} images"
+        left_out += f", {_count(summary.images, 'image')}"
         left_out += f" ({len(summary.media_failed)} missing)" if summary.media_failed else ""
     print(
-        f"{summary.tasks} tasks converted to {args.format.upper()} in {args.output} "
-        f"({summary.files} files{classes}{left_out})"
+        f"{_count(summary.tasks, 'task')} converted to {args.format.upper()} in {args.output} "
+        f"({_count(summary.files, 'file')}{classes}{left_out})"
     )
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 task``, ``2 tasks``, ``3 classes``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
 def _print_formats(config) -> int:
@@ -446,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("-c", "--config", type=Path, help="label config XML (else inferred)")
     cv.add_argument("--classes", type=Path, help="existing classes.txt whose ids to keep")
     cv.add_argument("--overwrite", action="store_true", help="replace a non-empty output")
+    cv.add_argument(
+        "--project", type=int, help="only this project's tasks (input mixing projects needs it)"
+    )
     rb = add("rebuild", cmd_rebuild, "regenerate a project's exports from the stored tasks")
     rb.add_argument("--project", type=int, required=True)
     rb.add_argument("--format", help="only this format (default: ANNOSYNC_EXPORT_FORMATS)")

@@ -87,7 +87,30 @@ def _task(item: Any, where: str) -> dict[str, Any]:
     problem = task_shape_problem(item)
     if problem:
         raise ConvertError(f"{where}: {problem}")
+    if "data" not in item:  # JSON_MIN or CSV rows: the labels are not where a task has them
+        raise ConvertError(
+            f"{where}: no `data` object; convert reads Label Studio's JSON export, JSONL or "
+            "task files (not JSON_MIN or CSV)"
+        )
     return item
+
+
+def one_project(tasks, project: int | None) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """The tasks of ``project``; without one, all of them, refusing input that mixes
+    projects (a bucket's ``tasks/`` holds every project's: text and image tasks alike)."""
+    seen = None
+    for task, raw in tasks:
+        owner = task.get("project")
+        if project is not None:
+            if owner == project:
+                yield task, raw
+            continue
+        if owner is not None and seen is not None and owner != seen:
+            raise ConvertError(
+                f"the input mixes projects {seen} and {owner}: choose one with --project"
+            )
+        seen = owner if owner is not None else seen
+        yield task, raw
 
 
 def context(config: Path | None, classes: Path | None, split=DEFAULT_SPLIT) -> ExportContext:
@@ -116,9 +139,10 @@ def convert(
     progress: Callable[[int], None] | None = None,
     limits: Limits | None = None,
     media: MediaReader | None = None,
+    project: int | None = None,
 ) -> ConvertSummary:
-    """Convert every task of ``source`` into ``fmt`` under ``out`` (with ``media``, the
-    images of a ``*_WITH_IMAGES`` format)."""
+    """Convert every task of ``source`` (of ``project`` only, if given) into ``fmt`` under
+    ``out`` (with ``media``, the images of a ``*_WITH_IMAGES`` format)."""
     try:
         exporter = get_exporter(fmt)
     except KeyError as exc:
@@ -135,7 +159,7 @@ def convert(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        tasks = read_tasks(source)
+        tasks = one_project(read_tasks(source), project)
         summary = render_into(tasks, exporter, staging, ctx, progress, limits, media)
         _replace(staging, out)
     except BaseException:

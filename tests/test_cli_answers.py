@@ -87,3 +87,21 @@ def test_a_worker_logs_a_line_per_drain(tmp_path, sqlite_url, redis_url, caplog)
         )
     finally:
         set_runtime(None)
+
+
+def test_convert_of_a_bucket_refuses_mixed_projects_and_takes_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANNOSYNC_DATA_DIR", str(tmp_path / "data"))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    for task_id, project, data in [(1, 1, {"image": "a.jpg"}), (2, 2, {"text": "hello"})]:
+        doc = {"id": task_id, "project": project, "data": data, "annotations": []}
+        (tasks / f"{task_id}.json").write_bytes(orjson.dumps(doc))
+    out = tmp_path / "out"
+    assert cli.main(["convert", str(tasks), "-f", "JSON_MIN", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "annosync: the input mixes projects 1 and 2: choose one with --project\n"
+    assert not out.exists()
+    argv = ["convert", str(tasks), "-f", "JSON_MIN", "-o", str(out), "--project", "2"]
+    assert cli.main(argv) == 0
+    assert "1 task converted" in capsys.readouterr().out
+    assert orjson.loads((out / "result.json").read_bytes())[0]["id"] == 2

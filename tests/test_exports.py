@@ -293,7 +293,8 @@ def test_convert_infers_classes_without_a_config(tmp_path):
     [
         (b"{not json", "not a JSON list of tasks"),
         (b'[{"id": "x"}]', "task #0: id"),
-        (b'[{"id": 1}, 5]', "task #1"),
+        (b'[{"id": 1, "data": {}}, 5]', "task #1"),
+        (b'[{"id": 1, "image": "a.jpg", "label": []}]', "no `data` object"),
     ],
 )
 def test_convert_bad_input_is_one_line_and_leaves_no_output(tmp_path, content, message):

@@ -340,5 +340,5 @@ def test_convert_leaves_out_a_task_over_the_limits_and_names_it(tmp_path, monkey
     assert cli.main(["convert", str(export), "-f", "YOLO", "-o", str(out)]) == 0
     captured = capsys.readouterr()
     assert "task 2 not converted: task.annotations[0].result: 3 regions; at most 2" in captured.err
-    assert "1 tasks converted" in captured.out and "1 tasks left out" in captured.out
+    assert "1 task converted" in captured.out and "1 task left out" in captured.out
     assert [p.name for p in (out / "labels").iterdir()] == ["1__1.txt"]
