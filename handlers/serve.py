@@ -32,7 +32,7 @@ from waitress.server import create_server
 from config import validation
 from config.settings import Settings, SettingsError, load_settings
 from handlers.app import create_app
-from sync.launcher import port_number
+from sync.cli import port_number
 from sync.logs import configure_logging
 
 log = logging.getLogger("annosync.serve")

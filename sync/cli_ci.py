@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from config.settings import load_settings
 from sync import materialise, triggers
@@ -19,19 +18,6 @@ from sync.storage import open_storage
 def _storage():
     settings = load_settings()
     return open_storage(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
-
-
-def generation_number(value: str) -> int | None:
-    """``latest`` or a generation number (argparse type)."""
-    if value == "latest":
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a number or 'latest'") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number or 'latest'")
-    return number
 
 
 def cmd_generations_list(args: argparse.Namespace) -> int:
@@ -107,30 +93,3 @@ def cmd_triggers_replay(args: argparse.Namespace) -> int:
             raise InvalidInput(f"no trigger delivery {delivery_id}")
         print(f"trigger delivery {delivery_id} queued again")
     return 0
-
-
-def register(add, sub) -> None:
-    """Add the commands to the ``annosync`` parser (``add`` as in ``cli.build_parser``)."""
-    gens = add("generations", None, "pinned dataset generations")
-    gsub = gens.add_subparsers(dest="generations_command", required=True)
-    glist = add("list", cmd_generations_list, "the retained generations", parent=gsub)
-    glist.add_argument("--project", type=int, required=True)
-    glist.add_argument("--json", action="store_true")
-    gdiff = add("diff", cmd_generations_diff, "what changed between two generations", parent=gsub)
-    gdiff.add_argument("--project", type=int, required=True)
-    gdiff.add_argument("before", type=int)
-    gdiff.add_argument("after", type=int)
-    gdiff.add_argument("--json", action="store_true")
-    pull = add("pull", cmd_pull, "materialise a generation in a folder, every sha256 verified")
-    pull.add_argument("--project", type=int, required=True)
-    pull.add_argument("--generation", type=generation_number, default=None, metavar="N|latest")
-    pull.add_argument("--format", help="only this format's files (or 'tasks')")
-    pull.add_argument("--to", type=Path, required=True, help="a new or empty folder")
-    trig = add("triggers", None, "CI trigger deliveries")
-    tsub = trig.add_subparsers(dest="triggers_command", required=True)
-    tlist = add("list", cmd_triggers_list, "the newest trigger deliveries", parent=tsub)
-    tlist.add_argument("--project", type=int)
-    tlist.add_argument("--limit", type=int, default=50)
-    tlist.add_argument("--json", action="store_true")
-    treplay = add("replay", cmd_triggers_replay, "send trigger deliveries again", parent=tsub)
-    treplay.add_argument("ids", type=int, nargs="+")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
 import os
@@ -93,13 +92,6 @@ def local_secret(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
     return secret
-
-
-def port_number(value: str) -> int:
-    """A TCP port, 1-65535 (an argparse type)."""
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a number from 1 to 65535, not {value!r}")
-    return int(value)
 
 
 def receiver_command(host: str, port: int) -> list[str]:

@@ -1,0 +1,140 @@
+"""``annosync status``, ``deliveries``, ``resync``, ``rebuild`` and ``settings``: looking at and
+repairing a running instance's state."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+
+from config.settings import settings_markdown
+from sync import admission, exports, inbox, jobs, reconcile, status, store
+from sync.cli_common import UsageError, settings_from_env
+from sync.exporters import exporter_names, get_exporter
+from sync.exporters.capabilities import unfit_reason
+from sync.models import Delivery
+from sync.progress import Progress
+from sync.reconcile import resync_project
+from sync.runtime import Runtime
+
+
+def cmd_deliveries_list(args: argparse.Namespace) -> int:
+    settings = settings_from_env()
+    wanted = "failed" if args.failed else "rejected" if args.rejected else args.status
+    with Runtime(settings).sessions() as session:
+        rows = inbox.list_deliveries(session, wanted, args.limit)
+        unexported = store.failed_tasks(session, None, args.limit) if wanted == "failed" else []
+    print(
+        f"{'id':>8}  {'status':8}  {'action':22}  {'project':>7}  {'attempts':>8}  received / error"
+    )
+    for row in rows:
+        detail = row.last_error or row.errors or row.received_at.isoformat(timespec="seconds")
+        print(
+            f"{row.id:>8}  {row.status:8}  {row.action:22}  {row.project_id or '-':>7}  "
+            f"{row.attempts:>8}  {detail[:160]}"
+        )
+    if unexported:
+        print("\ntasks left out of the exports (retried when they change, or by resync):")
+        print(f"{'task':>8}  {'project':>7}  reason")
+        for task_id, project_id, reason in unexported:
+            print(f"{task_id:>8}  {project_id or '-':>7}  {reason[:160]}")
+    return 0
+
+
+def cmd_deliveries_replay(args: argparse.Namespace) -> int:
+    """Re-apply deliveries that pass today's checks; name each one that does not (exit 2)."""
+    rt = Runtime(settings_from_env())
+    projects, refused, replayed = set(), [], 0
+    with rt.sessions() as session:
+        for delivery_id in args.ids:
+            row = session.get(Delivery, delivery_id)
+            if row is None:
+                refused.append(f"no delivery {delivery_id}")
+            elif found := admission.readmit(row, rt.settings):
+                problem = f"{found[0].path}: {found[0].message}"
+                refused.append(f"delivery {delivery_id} is still invalid: {problem}")
+            else:
+                projects.add(row.project_id)
+                replayed += 1
+        session.commit()
+    for project_id in projects:
+        jobs.request_drain(rt.redis, rt.settings.queue_name, project_id)
+    print(f"replaying {replayed} deliveries" if replayed != 1 else "replaying 1 delivery")
+    for line in refused:
+        print(f"annosync: {line}", file=sys.stderr)
+    return 2 if refused else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rt = Runtime(settings_from_env())
+    with rt.sessions() as session:
+        if args.project is not None:
+            store.require_project(session, args.project)
+        report = status.project_status(session, args.project)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(status.as_text(report))
+    return 0
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    """Reconcile the bucket with the store (and the store with Label Studio)."""
+    rt = Runtime(settings_from_env())
+    bar = Progress(f"resync project {args.project}")
+    try:
+        summary = resync_project(
+            rt,
+            args.project,
+            from_labelstudio=args.from_labelstudio,
+            dry_run=args.dry_run,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    print(summary.line())
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Regenerate a project's derived exports from the stored task state: every kept-fresh
+    format's files (or only ``--format``'s), then every aggregate."""
+    rt = Runtime(settings_from_env())
+    with rt.sessions() as session:
+        store.require_project(session, args.project)
+    only = _rebuildable(rt, args.project, args.format) if args.format else None
+    done = reconcile.rebuild(rt, args.project, only)
+    names = ", ".join(only or rt.settings.export_formats)
+    repaired = f"; {done.repaired} files repaired" if done.repaired else ""
+    tidy = f"; {done.removed} files no task owns removed" if done.removed else ""
+    print(
+        f"project {args.project}: {done.tasks} tasks rendered to {names}; "
+        f"generation {done.generation}{repaired}{tidy}"
+    )
+    return 0
+
+
+def _rebuildable(rt: Runtime, project_id: int, name: str) -> tuple[str, ...]:
+    """``(NAME,)`` for a kept-fresh format that fits the project's label config; anything
+    else is a usage error (a format not kept fresh would be written once, never updated)."""
+    name = name.upper()
+    if name not in exporter_names():
+        raise UsageError(f"unknown format {name}; the formats: {', '.join(exporter_names())}")
+    kept = rt.settings.export_formats
+    if name not in kept:
+        raise UsageError(
+            f"{name} is not kept fresh (ANNOSYNC_EXPORT_FORMATS: {', '.join(kept) or 'none'}); "
+            f"`annosync convert` writes a one-off export"
+        )
+    with rt.sessions() as session:
+        config = exports.project_config(session, project_id)
+    why = unfit_reason(get_exporter(name), config)
+    if why is not None:
+        raise UsageError(f"{name} does not fit project {project_id}'s label config: {why}")
+    return (name,)
+
+
+def cmdsettings_from_env(_args: argparse.Namespace) -> int:
+    print(settings_markdown())
+    return 0
