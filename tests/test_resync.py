@@ -316,7 +316,7 @@ def test_cli_resync_errors_are_one_line(tmp_path, sqlite_url, redis_url):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error: the settings it needs are missing
     assert result.stderr.strip().splitlines() == [
         "annosync: --from-labelstudio needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
     ]
