@@ -9,8 +9,10 @@ from sync import readiness
 bp = Blueprint("health", __name__)
 
 
-@bp.get("/healthz")
-def healthz():
+@bp.get("/livez")
+@bp.get("/healthz")  # the older name, kept
+def livez():
+    """The process answers (Kubernetes' liveness probe): it needs no other service."""
     return jsonify({"status": "ok"})
 
 

@@ -50,6 +50,12 @@ def test_api_routes_need_the_token(api, header):
     assert response.json()["error"] == "unauthorized"
 
 
+def test_livez_and_its_older_name_need_nothing(api):
+    for path in ("/livez", "/healthz"):
+        answer = api.get(path)
+        assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+
+
 def test_project_status(api):
     status = api.get("/api/projects/1/status", headers={"Authorization": f"Token {TOKEN}"})
     assert status.status_code == 200
