@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from config.settings import Settings
-from handlers import api, generations, health, snapshots, webhooks
+from handlers import api, generations, health, metrics, snapshots, webhooks
 from handlers.errors import IdConverter, register_error_handlers
 from sync.archives import ArchivePool
 from sync.group_commit import GroupCommit
@@ -23,9 +23,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     register_error_handlers(app)
+    metrics.install(app, runtime)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(generations.bp)
     app.register_blueprint(snapshots.bp)
+    app.register_blueprint(metrics.bp)
     return app

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 
 import orjson
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from config.validation import Issue
 from handlers.auth import GITHUB, secret_matches, verified_scheme
 from handlers.errors import error
+from handlers.metrics import count_answer
 from sync import admission
 from sync.errors import Unavailable
 
@@ -31,7 +32,9 @@ STATUS_ANSWER = {"pending": "queued", "duplicate": "duplicate", "ignored": "igno
 def receive(project_id: int | None = None):
     rt = current_app.config["RUNTIME"]
     with current_app.config["RECORDER"].arriving():
-        return _receive(rt, project_id)
+        response = _receive(rt, project_id)
+    count_answer(g.get("delivery_action"), response.status_code)
+    return response
 
 
 def _receive(rt, project_id: int | None):
@@ -64,6 +67,8 @@ def _receive(rt, project_id: int | None):
         response = error(503, "unavailable", "cannot record the delivery now; retry")
         response.headers["Retry-After"] = "5"
         return response
+    # An action annosync ignores may be any name: counted as "other", the label set stays small.
+    g.delivery_action = "other" if recorded.status == "ignored" else body.get("action")
     answer = {"delivery_id": recorded.delivery_id, "status": STATUS_ANSWER[recorded.status]}
     return Response(orjson.dumps(answer), 202, mimetype="application/json")
 

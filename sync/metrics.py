@@ -1,0 +1,150 @@
+"""Prometheus metrics read from the shared state at scrape time.
+
+Receivers and workers are separate processes. Rather than prometheus-client's multiprocess
+mode (a folder of memory-mapped files per process, cleaned up by hand), what every process
+shares is read when Prometheus scrapes: the inbox and the store in the database, the RQ
+workers in Redis. So any receiver answers for the whole instance, a restarted process loses
+no count, and nothing is written on the hot path. What only a receiver knows (the answers it
+gave) is a plain counter of that process (the receiver is one process with threads).
+
+Labels are bounded: project ids and fixed words, never task ids. A scrape costs a handful
+of grouped, indexed queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from redis.exceptions import RedisError
+from rq import Worker
+from sqlalchemy import case, func, select
+
+from sync.errors import AnnosyncError
+from sync.models import Delivery, MediaFile, Project, TriggerAttempt
+from sync.runtime import Runtime
+
+
+class StateCollector:
+    """A prometheus-client collector of the instance's shared state."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("annosync_state_up", "1 when the database answered this scrape")
+        try:
+            with self.rt.sessions() as session:
+                families = list(_deliveries(session)) + list(_exports(session))
+                families += list(_media(session)) + list(_triggers(session))
+        except AnnosyncError:  # the database is down: say so, do not fail the scrape
+            up.add_metric([], 0)
+            yield up
+        else:
+            up.add_metric([], 1)
+            yield up
+            yield from families
+        yield from _workers(self.rt)
+
+
+def _project(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def _deliveries(session) -> Iterator[Metric]:
+    by_status = session.execute(
+        select(
+            Delivery.project_id, Delivery.status, func.count(), func.min(Delivery.received_at)
+        ).group_by(Delivery.project_id, Delivery.status)
+    ).all()
+    pending = GaugeMetricFamily(
+        "annosync_pending_deliveries", "Deliveries recorded, not yet applied", labels=["project"]
+    )
+    oldest = GaugeMetricFamily(
+        "annosync_oldest_pending_delivery_age_seconds",
+        "Age of the oldest delivery still waiting to be applied",
+        labels=["project"],
+    )
+    failed = GaugeMetricFamily(
+        "annosync_failed_deliveries", "Deliveries that failed every attempt", labels=["project"]
+    )
+    applied = CounterMetricFamily(
+        "annosync_deliveries_applied", "Deliveries applied to the store", labels=["project"]
+    )
+    now = datetime.now(UTC)
+    for project_id, status, count, first in by_status:
+        label = [_project(project_id)]
+        if status == "pending":
+            pending.add_metric(label, count)
+            first = first if first.tzinfo else first.replace(tzinfo=UTC)  # SQLite drops it
+            oldest.add_metric(label, max(0.0, (now - first).total_seconds()))
+        elif status == "failed":
+            failed.add_metric(label, count)
+        elif status == "applied":
+            applied.add_metric(label, count)
+    yield from (pending, oldest, failed, applied)
+
+
+def _exports(session) -> Iterator[Metric]:
+    generation = GaugeMetricFamily(
+        "annosync_export_generation", "The project's export generation", labels=["project"]
+    )
+    owed = GaugeMetricFamily(
+        "annosync_export_changes_owed",
+        "Task changes the project's aggregates do not reflect yet",
+        labels=["project"],
+    )
+    rows = session.execute(
+        select(Project.id, Project.export_generation, Project.export_changes).where(
+            Project.deleted.is_(False)
+        )
+    )
+    for project_id, number, changes in rows:
+        generation.add_metric([str(project_id)], number or 0)
+        owed.add_metric([str(project_id)], changes or 0)
+    yield from (generation, owed)
+
+
+def _media(session) -> Iterator[Metric]:
+    owed = GaugeMetricFamily(
+        "annosync_media_owed", "Images to copy beside the labels", labels=["project", "state"]
+    )
+    retrying = case((MediaFile.attempts > 0, 1), else_=0).label("retrying")
+    rows = session.execute(
+        select(MediaFile.project_id, retrying, func.count())
+        .where(MediaFile.status == "owed")
+        .group_by(MediaFile.project_id, retrying)
+    )
+    for project_id, retrying, count in rows:
+        owed.add_metric([str(project_id), "retrying" if retrying else "new"], count)
+    yield owed
+
+
+def _triggers(session) -> Iterator[Metric]:
+    attempts = CounterMetricFamily(
+        "annosync_trigger_attempts", "CI trigger sends, by outcome", labels=["outcome"]
+    )
+    rows = session.execute(
+        select(TriggerAttempt.status_code, func.count()).group_by(TriggerAttempt.status_code)
+    )
+    totals: dict[str, int] = {}
+    for code, count in rows:
+        outcome = "no_answer" if code is None else f"{code // 100}xx"
+        totals[outcome] = totals.get(outcome, 0) + count
+    for outcome, count in sorted(totals.items()):
+        attempts.add_metric([outcome], count)
+    yield attempts
+
+
+def _workers(rt: Runtime) -> Iterator[Metric]:
+    workers = GaugeMetricFamily("annosync_workers", "RQ workers registered in Redis")
+    redis_up = GaugeMetricFamily("annosync_redis_up", "1 when Redis answered this scrape")
+    try:
+        workers.add_metric([], Worker.count(connection=rt.redis))
+    except RedisError:
+        redis_up.add_metric([], 0)
+    else:
+        redis_up.add_metric([], 1)
+        yield workers
+    yield redis_up

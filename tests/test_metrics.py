@@ -1,0 +1,87 @@
+"""`GET /metrics`: read before and after deliveries, a failure and a Redis outage, the
+expected series move (Prometheus text format, parsed with prometheus-client's parser)."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import Receiver, delivery, make_settings, run_worker
+from prometheus_client.parser import text_string_to_metric_families
+
+from sync import inbox
+from sync.models import MediaFile
+from sync.runtime import Runtime, set_runtime
+
+
+def _scrape(receiver: Receiver) -> dict[tuple[str, tuple], float]:
+    answer = receiver.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def _get(samples, name: str, **labels) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_follow_deliveries_failures_and_exports(tmp_path, database_url, redis_url):
+    rt = Runtime(make_settings(tmp_path, database_url, redis_url))
+    set_runtime(rt)
+    receiver = Receiver(rt)
+    try:
+        before = _scrape(receiver)
+        assert _get(before, "annosync_state_up") == 1 and _get(before, "annosync_redis_up") == 1
+        assert _get(before, "annosync_pending_deliveries", project="1") is None
+
+        for name in ("01-TASKS_CREATED", "03-ANNOTATION_CREATED"):
+            assert receiver.post(delivery(name)).status_code == 202
+        stranger = receiver.http.post(
+            receiver.base + "/webhooks/label-studio", data=b"{}", timeout=5
+        )
+        assert stranger.status_code == 401
+        time.sleep(0.05)
+        waiting = _scrape(receiver)
+        assert _get(waiting, "annosync_pending_deliveries", project="1") == 2
+        assert _get(waiting, "annosync_oldest_pending_delivery_age_seconds", project="1") > 0
+        received = "annosync_deliveries_received_total"
+        assert _get(waiting, received, action="TASKS_CREATED", answer="202") == 1
+        assert _get(waiting, received, action="ANNOTATION_CREATED", answer="202") == 1
+        assert _get(waiting, received, action="-", answer="401") == 1
+
+        run_worker(rt)
+        inbox.record(rt.engine, action="ANNOTATION_UPDATED", project_id=1, body=b"{}",
+                     key="broken", status="failed")  # fmt: skip
+        with rt.sessions() as session:  # an image that failed once, one not tried yet
+            for task_id, attempts in ((1, 1), (3, 0)):
+                session.add(MediaFile(task_id=task_id, project_id=1, url="http://x/a.png",
+                                      keys="[]", written="[]", status="owed", due_at=0.0,
+                                      attempts=attempts))  # fmt: skip
+            session.commit()
+        after = _scrape(receiver)
+        assert _get(after, "annosync_media_owed", project="1", state="retrying") == 1
+        assert _get(after, "annosync_media_owed", project="1", state="new") == 1
+        assert _get(after, "annosync_pending_deliveries", project="1") is None
+        assert _get(after, "annosync_deliveries_applied_total", project="1") == 2
+        assert _get(after, "annosync_failed_deliveries", project="1") == 1
+        assert _get(after, "annosync_export_generation", project="1") >= 1
+        assert _get(after, "annosync_export_changes_owed", project="1") == 0
+        assert not [key for key, _value in after.items() if "task" in dict(key[1])]  # bounded
+    finally:
+        receiver.close()
+        set_runtime(None)
+
+
+def test_metrics_answer_through_a_redis_outage(tmp_path, sqlite_url):
+    rt = Runtime(make_settings(tmp_path, sqlite_url, "redis://127.0.0.1:9/0"))  # nobody there
+    receiver = Receiver(rt)
+    try:
+        samples = _scrape(receiver)
+        assert _get(samples, "annosync_redis_up") == 0
+        assert _get(samples, "annosync_state_up") == 1
+        assert _get(samples, "annosync_workers") is None
+    finally:
+        receiver.close()
