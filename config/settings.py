@@ -515,6 +515,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info", "Log level."
     ),
+    Setting(
+        "ANNOSYNC_LOG_FORMAT",
+        "log_format",
+        _choice("text", "json"),
+        "text",
+        "`json`: one JSON object per log line (time, level, logger, message), for log shippers.",
+    ),
     Setting("DEBUG", "debug", _bool, "0", "Debug mode (with LOG_LEVEL=DEBUG, debug logs)."),
 )
 
@@ -571,6 +578,7 @@ class Settings:
     max_attempts: int
     queue_name: str
     log_level: str
+    log_format: str
     debug: bool
 
     def secret_values(self) -> tuple[str, ...]:

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"annosync: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.secret_values())
+    configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
     try:
         server = build_server(settings, args.host, args.port)
     except OSError as exc:

@@ -6,5 +6,5 @@ from handlers.app import create_app
 from sync.logs import configure_logging
 
 settings = load_settings()
-configure_logging(settings.log_level, settings.secret_values())
+configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
 app = create_app(settings)

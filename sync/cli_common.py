@@ -25,7 +25,9 @@ def settings_from_env(**overrides) -> Settings:
     """The settings from the environment, with logging configured by them."""
     settings = load_settings(**overrides)
     configure_logging(
-        settings.log_level if not settings.debug else "debug", settings.secret_values()
+        settings.log_level if not settings.debug else "debug",
+        settings.secret_values(),
+        settings.log_format,
     )
     return settings
 

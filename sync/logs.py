@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from datetime import UTC, datetime
 
 _TOKEN_PATTERNS = [
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|token)\s+)[^\s\"',]+"),
@@ -36,16 +38,38 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "info", secrets: tuple[str, ...] = ()) -> None:
-    """Root logger to stderr at ``level``, with every handler redacting ``secrets``."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message`` (redacted like every line), and ``error`` with the exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+TEXT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_logging(
+    level: str = "info", secrets: tuple[str, ...] = (), fmt: str = "text"
+) -> None:
+    """Root logger to stderr at ``level`` (``fmt``: ``text`` or ``json`` lines), with every
+    handler redacting ``secrets``."""
     root = logging.getLogger()
     root.setLevel(level.upper())
     if level.lower() != "debug":
         logging.getLogger("alembic").setLevel(logging.WARNING)
     if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter() if fmt == "json" else TEXT)
     for handler in root.handlers:
         for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
             handler.removeFilter(old)

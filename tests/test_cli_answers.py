@@ -121,3 +121,21 @@ def test_help_imports_nothing_heavy():
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
+
+
+def test_json_logs_are_one_redacted_object_per_line():
+    probe = (
+        "import logging; from sync.logs import configure_logging\n"
+        "configure_logging('info', ('s3cr3t-value',), 'json')\n"
+        "logging.getLogger('annosync.jobs').warning('sent with s3cr3t-value to %s', 'x')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n"
+        "    logging.getLogger('annosync.jobs').exception('failed')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    first, second = (orjson.loads(line) for line in run.stderr.splitlines() if line)
+    assert first["message"] == "sent with *** to x"
+    assert (first["level"], first["logger"]) == ("warning", "annosync.jobs")
+    assert first["time"].endswith("+00:00")
+    assert "ZeroDivisionError" in second["error"]
