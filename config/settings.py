@@ -8,6 +8,8 @@ single line naming the variable.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -619,8 +621,30 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["database_url"] = f"sqlite:///{data_dir / 'annosync.db'}"
     if not values["storage_url"]:
         values["storage_url"] = (data_dir / "bucket").as_uri()
+    if "REDIS_URL" not in env and "redis_url" not in overrides:
+        values["redis_url"] = running_instance(data_dir).get("redis_url", values["redis_url"])
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+INSTANCE_FILE = "instance.json"
+UP_LOCK = ".annosync-up.lock"  # held by a running `annosync up` for its whole life
+
+
+def running_instance(data_dir: Path) -> dict[str, Any]:
+    """What ``annosync up`` wrote of itself in ``data_dir`` while it runs (its private
+    Redis, its receiver's URL), so every command run on the same folder reaches the same
+    instance without settings; {} when no ``up`` runs there (a file left by one that was
+    killed is ignored: nobody holds the lock)."""
+    try:
+        found = json.loads((data_dir / INSTANCE_FILE).read_text())
+        with (data_dir / UP_LOCK).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: no `up` holds it
+        return {}
+    except BlockingIOError:
+        return found if isinstance(found, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _triggers(values: dict[str, Any], env: Mapping[str, str]) -> tuple[Trigger, ...]:

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +30,19 @@ def settings_from_env(**overrides) -> Settings:
         settings.secret_values(),
         settings.log_format,
     )
+    return settings
+
+
+def instance_settings() -> Settings:
+    """The settings of a command that works on an instance's state: on SQLite, its database
+    file must exist (connecting would create an empty one, then fail on every table)."""
+    settings = settings_from_env()
+    path = db.sqlite_file(settings.database_url)
+    if path and not Path(path).exists():
+        raise UsageError(
+            f"no annosync database at {path}: run `annosync up` there first, or set "
+            "ANNOSYNC_DATA_DIR (or ANNOSYNC_DATABASE_URL) to the instance's"
+        )
     return settings
 
 

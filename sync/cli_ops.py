@@ -10,7 +10,7 @@ import orjson
 
 from config.settings import settings_markdown
 from sync import admission, exports, inbox, jobs, reconcile, status, store
-from sync.cli_common import UsageError, settings_from_env
+from sync.cli_common import UsageError, instance_settings
 from sync.exporters import exporter_names, get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.models import Delivery
@@ -20,7 +20,7 @@ from sync.runtime import Runtime
 
 
 def cmd_deliveries_list(args: argparse.Namespace) -> int:
-    settings = settings_from_env()
+    settings = instance_settings()
     wanted = "failed" if args.failed else "rejected" if args.rejected else args.status
     with Runtime(settings).sessions() as session:
         rows = inbox.list_deliveries(session, wanted, args.limit)
@@ -44,7 +44,7 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
 
 def cmd_deliveries_replay(args: argparse.Namespace) -> int:
     """Re-apply deliveries that pass today's checks; name each one that does not (exit 2)."""
-    rt = Runtime(settings_from_env())
+    rt = Runtime(instance_settings())
     projects, refused, replayed = set(), [], 0
     with rt.sessions() as session:
         for delivery_id in args.ids:
@@ -67,7 +67,7 @@ def cmd_deliveries_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rt = Runtime(settings_from_env())
+    rt = Runtime(instance_settings())
     with rt.sessions() as session:
         if args.project is not None:
             store.require_project(session, args.project)
@@ -81,7 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_resync(args: argparse.Namespace) -> int:
     """Reconcile the bucket with the store (and the store with Label Studio)."""
-    rt = Runtime(settings_from_env())
+    rt = Runtime(instance_settings())
     bar = Progress(f"resync project {args.project}")
     try:
         summary = resync_project(
@@ -100,7 +100,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Regenerate a project's derived exports from the stored task state: every kept-fresh
     format's files (or only ``--format``'s), then every aggregate."""
-    rt = Runtime(settings_from_env())
+    rt = Runtime(instance_settings())
     with rt.sessions() as session:
         store.require_project(session, args.project)
     only = _rebuildable(rt, args.project, args.format) if args.format else None
@@ -135,6 +135,6 @@ def _rebuildable(rt: Runtime, project_id: int, name: str) -> tuple[str, ...]:
     return (name,)
 
 
-def cmdsettings_from_env(_args: argparse.Namespace) -> int:
+def cmd_settings(_args: argparse.Namespace) -> int:
     print(settings_markdown())
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 
-from config.settings import SettingsError
+from config.settings import INSTANCE_FILE, SettingsError
 from sync import db, launcher, media, sweeper
 from sync.cli_common import UsageError, require_current_schema, settings_from_env
 from sync.errors import DatabaseUnavailable
@@ -30,6 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     held = launcher.hold_data_dir(data_dir)  # for as long as this process lives
+    (data_dir / INSTANCE_FILE).unlink(missing_ok=True)  # left by an `up` that was killed
     settings = settings_from_env(data_dir=data_dir)
     if settings.storage_url.startswith("file://"):  # the bucket is there from the start
         Path(settings.storage_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
@@ -59,6 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         launcher.terminate(list(procs.values())[::-1])
         raise
     base = f"http://{launcher.reachable_host(args.host)}:{args.port}"
+    launcher.announce(data_dir, redis_url=redis_url, receiver_url=base)
     print(f"annosync is up. Storage: {settings.storage_url}", flush=True)
     print(f"  Label Studio webhook URL: {base}/webhooks/label-studio/<project id>")
     print(
@@ -68,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     print("  Ctrl-C stops everything.", flush=True)
     code = launcher.supervise(procs)
+    (data_dir / INSTANCE_FILE).unlink(missing_ok=True)
     print("annosync stopped.", flush=True)
     held.close()
     return code

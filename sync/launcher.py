@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import rq.scheduler
 from redis import Redis
 from redis.exceptions import RedisError
 
+from config.settings import INSTANCE_FILE, UP_LOCK
 from sync.errors import AnnosyncError
 
 
@@ -134,16 +136,25 @@ def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def hold_data_dir(data_dir: Path):
-    """An exclusive lock on ``<data dir>/.annosync-up.lock``, held while the returned file
-    stays open: a second ``up`` on the same folder is refused (two would share one SQLite
-    file and one private Redis socket). The kernel releases it when the process dies."""
-    handle = (data_dir / ".annosync-up.lock").open("a")
+    """An exclusive lock on ``<data dir>/<UP_LOCK>``, held while the returned file stays
+    open: a second ``up`` on the same folder is refused (two would share one SQLite file and
+    one private Redis). The kernel releases it when the process dies."""
+    handle = (data_dir / UP_LOCK).open("a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         raise LaunchError(f"annosync is already up on {data_dir}; stop it first") from None
     return handle
+
+
+def announce(data_dir: Path, **facts: str) -> None:
+    """Write what other commands on ``data_dir`` need to reach this instance (see
+    :func:`config.settings.running_instance`), whole or not at all."""
+    target = data_dir / INSTANCE_FILE
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(facts))
+    os.replace(partial, target)
 
 
 def reachable_host(host: str) -> str:

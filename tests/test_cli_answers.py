@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import subprocess
@@ -139,3 +140,27 @@ def test_json_logs_are_one_redacted_object_per_line():
     assert (first["level"], first["logger"]) == ("warning", "annosync.jobs")
     assert first["time"].endswith("+00:00")
     assert "ZeroDivisionError" in second["error"]
+
+
+def _targets(parser) -> list[str]:
+    found = []
+    for action in parser._actions:
+        for sub in (getattr(action, "choices", None) and action.choices.values()) or []:
+            if isinstance(sub, type(parser)) or hasattr(sub, "_actions"):
+                target = sub.get_default("command_target")
+                found += [target] if target else _targets(sub)
+    return found
+
+
+def test_every_command_names_a_function_that_exists():
+    targets = _targets(cli.build_parser())
+    assert len(targets) == 16  # up, serve, worker, db upgrade, deliveries x2, status, resync,
+    # convert, rebuild, settings, generations list/diff, pull, triggers list/replay
+    for target in targets:
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(f"sync.{module}"), name)), target
+
+
+def test_settings_prints_the_table(capsys):
+    assert cli.main(["settings"]) == 0
+    assert "| `ANNOSYNC_LOG_FORMAT` |" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import pytest
 import requests
 from conftest import delivery
 
+from config.settings import load_settings
 from sync.launcher import free_port
 
 pytestmark = pytest.mark.e2e
@@ -98,6 +99,32 @@ def test_up_applies_a_captured_delivery_and_refuses_strangers(annosync_up):
         check=True,
     )
     assert status.stdout.count("ANNOTATION_CREATED") == 1  # the stranger's was not recorded
+    # Every command on the same folder reaches the same instance (its private Redis too),
+    # with nothing but the folder: the environment a user has in another terminal.
+    plain = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOSYNC_", "REDIS_URL"))}
+    for argv in (["status", "--project", "1"], ["resync", "--project", "1"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "sync.cli", *argv],
+            env={**plain, "ANNOSYNC_DATA_DIR": str(data_dir)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert "project 1: written 0, deleted 0" in done.stdout
+    private = json.loads((data_dir / "instance.json").read_text())["redis_url"]
+    assert private != "redis://127.0.0.1:6379/0"  # up's own redis-server, found by the folder
+    assert load_settings({"ANNOSYNC_DATA_DIR": str(data_dir)}).redis_url == private
+
+
+def test_commands_on_a_folder_without_an_instance_say_so_and_create_nothing(tmp_path):
+    plain = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOSYNC_", "REDIS_URL"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "sync.cli", "status"],
+        env={**plain, "ANNOSYNC_DATA_DIR": str(tmp_path / "nothing")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("annosync: no annosync database at ")
+    assert not (tmp_path / "nothing" / "annosync.db").exists()
 
 
 def test_a_second_up_on_the_same_folder_is_refused(annosync_up):
@@ -124,6 +151,7 @@ def test_up_stops_cleanly_on_ctrl_c(annosync_up):
     assert "/webhooks/label-studio/" in output
     assert "Authorization: Bearer" in output
     assert output.rstrip().endswith("annosync stopped.")
+    assert not (Path(data_dir) / "instance.json").exists()  # nothing points at a dead Redis
     assert "Traceback" not in output
     with pytest.raises(requests.ConnectionError):
         requests.get(base + "/healthz", timeout=1)
