@@ -8,157 +8,19 @@ single line naming the variable.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from config import triggers
+from config import triggers, values
+from config.instance import running_instance
 from config.triggers import Trigger
 
 
 class SettingsError(ValueError):
     """A setting has a value annosync cannot use; the message names the variable."""
-
-
-def _text(value: str) -> str:
-    return value.strip()
-
-
-def _optional_text(value: str) -> str | None:
-    return value.strip() or None
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be a positive integer")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be a positive number")
-    return number
-
-
-def _non_negative_float(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError("must be zero or a positive number")
-    return number
-
-
-def _json_depth(value: str) -> int:
-    number = int(value)
-    if not 1 <= number <= 200:  # what is stored is re-serialised, which stops at 254 levels
-        raise ValueError("must be from 1 to 200")
-    return number
-
-
-def _name_list(value: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p.strip().upper() for p in value.split(",") if p.strip()))
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be zero or a positive integer")
-    return number
-
-
-def _split(value: str) -> tuple[tuple[str, float], ...]:
-    parts = []
-    for item in value.split(","):
-        name, _, share = item.partition("=")
-        if not re.fullmatch(r"[a-z]{1,16}", name.strip()) or float(share) < 0:
-            raise ValueError("must look like train=80,val=10,test=10")
-        parts.append((name.strip(), float(share)))
-    if not parts or sum(share for _, share in parts) <= 0:
-        raise ValueError("must look like train=80,val=10,test=10")
-    return tuple(parts)
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
-
-
-def _url_list(value: str) -> tuple[str, ...]:
-    urls = tuple(part.strip() for part in value.split(",") if part.strip())
-    for url in urls:
-        parsed = urlparse(url)
-        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-            raise ValueError(f"{url[:80]!r} is not an http(s) URL")
-    return urls
-
-
-def _secret_list(value: str) -> tuple[str, ...]:
-    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
-    for secret in secrets:
-        if len(secret) < 8:
-            raise ValueError("each secret must be at least 8 characters")
-    return secrets
-
-
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _header_name(value: str) -> str:
-    value = value.strip()
-    if not _HEADER_NAME.match(value):
-        raise ValueError("must be a header name of letters, digits, '_' or '-'")
-    return value
-
-
-def _database_url(value: str) -> str:
-    scheme = value.split(":", 1)[0]
-    if not scheme.startswith(("sqlite", "postgresql")):
-        raise ValueError("must be a sqlite:/// or postgresql:// URL")
-    return value.strip()
-
-
-def _redis_url(value: str) -> str:
-    if urlparse(value).scheme not in {"redis", "rediss", "unix"}:
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
-    return value.strip()
-
-
-def _storage_url(value: str) -> str:
-    parsed = urlparse(value)
-    if parsed.scheme == "file" and parsed.path:
-        return value.strip()
-    if parsed.scheme == "s3" and parsed.netloc:
-        return value.strip()
-    raise ValueError("must be file:///absolute/path or s3://bucket[/prefix]")
-
-
-def _http_url(value: str) -> str | None:
-    if not value.strip():
-        return None
-    if urlparse(value).scheme not in {"http", "https"}:
-        raise ValueError("must be an http:// or https:// URL")
-    return value.strip().rstrip("/")
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        lowered = value.strip().lower()
-        if lowered not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return lowered
-
-    return parse
 
 
 @dataclass(frozen=True)
@@ -177,14 +39,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_DATA_DIR",
         "data_dir",
-        _text,
+        values.text,
         "./annosync-data",
         "Folder for the embedded defaults (SQLite file, local bucket, private Redis).",
     ),
     Setting(
         "ANNOSYNC_DATABASE_URL",
         "database_url",
-        _database_url,
+        values.database_url,
         None,
         "SQLAlchemy URL of the inbox and task store. Default: SQLite file "
         "`<data dir>/annosync.db`; PostgreSQL in production (`postgresql://…` and "
@@ -193,28 +55,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REDIS_URL",
         "redis_url",
-        _redis_url,
+        values.redis_url,
         "redis://127.0.0.1:6379/0",
         "Redis for the RQ queues. `annosync up` starts a private redis-server when unset.",
     ),
     Setting(
         "ANNOSYNC_STORAGE_URL",
         "storage_url",
-        _storage_url,
+        values.storage_url,
         None,
         "Target storage: `file:///abs/path` or `s3://bucket/prefix`. Default: `<data dir>/bucket`.",
     ),
     Setting(
         "ANNOSYNC_S3_ENDPOINT_URL",
         "s3_endpoint_url",
-        _http_url,
+        values.http_url,
         "",
         "Endpoint of an S3-compatible server (MinIO, R2, Ceph); AWS when empty.",
     ),
     Setting(
         "ANNOSYNC_WEBHOOK_SECRET",
         "webhook_secrets",
-        _secret_list,
+        values.secret_list,
         "",
         "Shared secret(s) expected in the webhook header, comma-separated for rotation.",
         secret=True,
@@ -222,7 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_WEBHOOK_SIGNING_SECRET",
         "signing_secrets",
-        _secret_list,
+        values.secret_list,
         "",
         "Optional HMAC secret(s): deliveries signed with Standard Webhooks headers "
         "(`webhook-id`, `webhook-timestamp` within 300 s, `webhook-signature`) or "
@@ -232,35 +94,35 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_WEBHOOK_HEADER",
         "webhook_header",
-        _header_name,
+        values.header_name,
         "Authorization",
         "Header carrying the secret; `Authorization` expects `Bearer <secret>`.",
     ),
     Setting(
         "ANNOSYNC_MAX_BODY_BYTES",
         "max_body_bytes",
-        _positive_int,
+        values.positive_int,
         str(8 * 1024 * 1024),
         "Largest webhook body accepted (413 above it). A 5,000-task import is ~3.5 MB.",
     ),
     Setting(
         "ANNOSYNC_MAX_ITEMS",
         "max_items",
-        _positive_int,
+        values.positive_int,
         "10000",
         "Most tasks or annotations in one delivery (Label Studio batches by 5,000).",
     ),
     Setting(
         "ANNOSYNC_MAX_JSON_DEPTH",
         "max_json_depth",
-        _json_depth,
+        values.json_depth,
         "64",
         "Deepest JSON nesting accepted in a delivery.",
     ),
     Setting(
         "ANNOSYNC_MAX_LABELS",
         "max_labels",
-        _positive_int,
+        values.positive_int,
         "10000",
         "Most labels in a project's label config and classes in its exports; `category` "
         "values must be below it. A config over it is refused (400 naming the field).",
@@ -268,28 +130,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_MAX_LABEL_CHARS",
         "max_label_chars",
-        _positive_int,
+        values.positive_int,
         "256",
         "Longest label, in a label config or on a region.",
     ),
     Setting(
         "ANNOSYNC_MAX_REGIONS",
         "max_regions",
-        _positive_int,
+        values.positive_int,
         "10000",
         "Most result items (regions) in one annotation.",
     ),
     Setting(
         "ANNOSYNC_MAX_POINTS",
         "max_points",
-        _positive_int,
+        values.positive_int,
         "10000",
         "Most points in one polygon or polyline.",
     ),
     Setting(
         "ANNOSYNC_HTTP_THREADS",
         "http_threads",
-        _positive_int,
+        values.positive_int,
         "8",
         "Receiver threads running the application. A request reaches one only once it has been "
         "read whole, so slow or idle connections never hold one.",
@@ -297,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_HTTP_CONNECTION_LIMIT",
         "http_connection_limit",
-        _positive_int,
+        values.positive_int,
         "4000",
         "Open connections the receiver holds at once; past it, new ones wait in the listen "
         "backlog until others close (never refused for good). The process's open-file limit is "
@@ -306,7 +168,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_HTTP_IDLE_TIMEOUT_S",
         "http_idle_timeout_s",
-        _positive_float,
+        values.positive_float,
         "20",
         "A connection that sends nothing this long, mid-request or between requests, is closed "
         "(checked every third of it): what a slow-header or idle attacker can hold a socket for.",
@@ -314,7 +176,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_HTTP_DRAIN_BYTES",
         "http_drain_bytes",
-        _positive_int,
+        values.positive_int,
         str(64 * 1024 * 1024),
         "Bodies over ANNOSYNC_MAX_BODY_BYTES but within this are read (spooled to disk) and "
         "answered with a JSON 413 the sender can read; larger ones get a plain 413 and the "
@@ -323,7 +185,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_EXPORT_WORKERS",
         "export_workers",
-        _positive_int,
+        values.positive_int,
         "2",
         "Direct exports (`/api/projects/<id>/export`) rendered at once, each in its own "
         "process, never on the webhook threads; more at once are answered 429 + Retry-After.",
@@ -331,7 +193,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_API_TOKEN",
         "api_token",
-        _optional_text,
+        values.optional_text,
         "",
         "Token for the `/api/...` routes (`Authorization: Token <token>`); unset: they answer 401.",
         secret=True,
@@ -339,14 +201,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "LABEL_STUDIO_URL",
         "label_studio_url",
-        _http_url,
+        values.http_url,
         "",
         "Label Studio base URL, for pulls (`send_payload=false`, reconciliation).",
     ),
     Setting(
         "LABEL_STUDIO_API_KEY",
         "label_studio_api_key",
-        _optional_text,
+        values.optional_text,
         "",
         "Label Studio API token for pulls.",
         secret=True,
@@ -354,28 +216,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_EXPORT_FORMATS",
         "export_formats",
-        _name_list,
+        values.name_list,
         "YOLO,COCO,MANIFEST",
         "Derived exports kept fresh under `exports/<project>/` (empty: none).",
     ),
     Setting(
         "ANNOSYNC_EXPORT_DEBOUNCE_MS",
         "export_debounce_ms",
-        _non_negative_int,
+        values.non_negative_int,
         "500",
         "Wait after a change before rebuilding a project's aggregate exports.",
     ),
     Setting(
         "ANNOSYNC_GENERATIONS_KEEP",
         "generations_keep",
-        _non_negative_int,
+        values.non_negative_int,
         "10",
         "Pinned dataset generations kept per project (newest first; 0: none are pinned).",
     ),
     Setting(
         "ANNOSYNC_GENERATIONS_KEEP_HOURS",
         "generations_keep_hours",
-        _non_negative_float,
+        values.non_negative_float,
         "0",
         "Also keep every generation younger than this (0: only the newest"
         " `ANNOSYNC_GENERATIONS_KEEP`); each costs the files that changed plus the aggregates.",
@@ -383,14 +245,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_GENERATIONS_ANNOUNCED_KEEP_HOURS",
         "generations_announced_keep_hours",
-        _non_negative_float,
+        values.non_negative_float,
         "168",
         "Keep a generation that a trigger announced this long, however many come after it.",
     ),
     Setting(
         "ANNOSYNC_TRIGGER_URLS",
         "trigger_urls",
-        _url_list,
+        values.url_list,
         "",
         "Generic CI trigger webhooks (comma-separated), signed per Standard Webhooks with"
         " `ANNOSYNC_TRIGGER_SECRET`; presets and per-project triggers: `ANNOSYNC_TRIGGERS_FILE`.",
@@ -398,7 +260,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_TRIGGER_SECRET",
         "trigger_secret",
-        _optional_text,
+        values.optional_text,
         "",
         "Signing secret (`whsec_<base64>`) of the `ANNOSYNC_TRIGGER_URLS` webhooks.",
         secret=True,
@@ -406,28 +268,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_TRIGGER_MIN_CHANGES",
         "trigger_min_changes",
-        _positive_int,
+        values.positive_int,
         "100",
         "A trigger fires once this many tasks changed since the generation it last announced…",
     ),
     Setting(
         "ANNOSYNC_TRIGGER_MAX_DELAY_S",
         "trigger_max_delay_s",
-        _non_negative_float,
+        values.non_negative_float,
         "3600",
         "…or this long after the first change it has not announced (0: only the count).",
     ),
     Setting(
         "ANNOSYNC_TRIGGER_MIN_INTERVAL_S",
         "trigger_min_interval_s",
-        _non_negative_float,
+        values.non_negative_float,
         "300",
         "A trigger fires at most once per this long.",
     ),
     Setting(
         "ANNOSYNC_TRIGGERS_FILE",
         "triggers_file",
-        _optional_text,
+        values.optional_text,
         "",
         "TOML file of triggers (`[[trigger]]`: name, target webhook/github/gitlab, url, secret"
         " or secret_env, projects, min_changes, max_delay_s, min_interval_s, splits).",
@@ -435,14 +297,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_TRIGGER_ALLOW_PRIVATE",
         "trigger_allow_private",
-        _bool,
+        values.bool,
         "0",
         "Allow trigger URLs that resolve to private, loopback or link-local addresses.",
     ),
     Setting(
         "ANNOSYNC_MEDIA",
         "media",
-        _bool,
+        values.bool,
         "1",
         "Copy each task's image next to its labels (`<format>/images/<stem>`) for the kept-fresh"
         " formats that name images (YOLO, YOLO_OBB, COCO, VOC); 0 turns it off.",
@@ -450,21 +312,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_MEDIA_MAX_BYTES",
         "media_max_bytes",
-        _positive_int,
+        values.positive_int,
         str(64 * 1024 * 1024),
         "Largest media file fetched; a bigger one is recorded as failed for its task.",
     ),
     Setting(
         "ANNOSYNC_MEDIA_TIMEOUT_S",
         "media_timeout_s",
-        _positive_float,
+        values.positive_float,
         "30",
         "Connect and read timeout of each media fetch.",
     ),
     Setting(
         "ANNOSYNC_MEDIA_ALLOW_PRIVATE",
         "media_allow_private",
-        _bool,
+        values.bool,
         "0",
         "Allow http(s) media URLs that resolve to private, loopback or link-local addresses "
         "(Label Studio's own URLs, from LABEL_STUDIO_URL, are always allowed).",
@@ -472,7 +334,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_MEDIA_LOCAL_FILES_ROOT",
         "media_local_files_root",
-        _optional_text,
+        values.optional_text,
         "",
         "Label Studio's LOCAL_FILES_DOCUMENT_ROOT when it is on this machine: "
         "`/data/local-files/?d=` media are read from it (else through LABEL_STUDIO_URL).",
@@ -480,28 +342,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_SPLIT",
         "split",
-        _split,
+        values.split,
         "train=80,val=10,test=10",
         "Stable train/val/test split: a pure function of the task id, never reshuffled.",
     ),
     Setting(
         "ANNOSYNC_PROJECT_DELETE",
         "project_delete",
-        _choice("delete", "keep"),
+        values.choice("delete", "keep"),
         "delete",
         "On PROJECT_DELETED: `delete` the project's task files, or `keep` them.",
     ),
     Setting(
         "ANNOSYNC_SWEEP_INTERVAL_S",
         "sweep_interval_s",
-        _positive_float,
+        values.positive_float,
         "5",
         "How often a worker looks for deliveries or files still owed (lost jobs, outages).",
     ),
     Setting(
         "ANNOSYNC_RESYNC_INTERVAL_S",
         "resync_interval_s",
-        _non_negative_float,
+        values.non_negative_float,
         "3600",
         "Reconcile each project's bucket with the store this often (and the store with Label "
         "Studio when LABEL_STUDIO_URL is set); 0 turns the schedule off.",
@@ -509,22 +371,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ANNOSYNC_MAX_ATTEMPTS",
         "max_attempts",
-        _positive_int,
+        values.positive_int,
         "5",
         "Attempts to apply a delivery before it is marked failed.",
     ),
-    Setting("ANNOSYNC_QUEUE", "queue_name", _text, "annosync", "Name of the RQ queue."),
+    Setting("ANNOSYNC_QUEUE", "queue_name", values.text, "annosync", "Name of the RQ queue."),
     Setting(
-        "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info", "Log level."
+        "LOG_LEVEL",
+        "log_level",
+        values.choice("debug", "info", "warning", "error"),
+        "info",
+        "Log level.",
     ),
     Setting(
         "ANNOSYNC_LOG_FORMAT",
         "log_format",
-        _choice("text", "json"),
+        values.choice("text", "json"),
         "text",
         "`json`: one JSON object per log line (time, level, logger, message), for log shippers.",
     ),
-    Setting("DEBUG", "debug", _bool, "0", "Debug mode (with LOG_LEVEL=DEBUG, debug logs)."),
+    Setting("DEBUG", "debug", values.bool, "0", "Debug mode (with LOG_LEVEL=DEBUG, debug logs)."),
 )
 
 
@@ -625,26 +491,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         values["redis_url"] = running_instance(data_dir).get("redis_url", values["redis_url"])
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})
-
-
-INSTANCE_FILE = "instance.json"
-UP_LOCK = ".annosync-up.lock"  # held by a running `annosync up` for its whole life
-
-
-def running_instance(data_dir: Path) -> dict[str, Any]:
-    """What ``annosync up`` wrote of itself in ``data_dir`` while it runs (its private
-    Redis, its receiver's URL), so every command run on the same folder reaches the same
-    instance without settings; {} when no ``up`` runs there (a file left by one that was
-    killed is ignored: nobody holds the lock)."""
-    try:
-        found = json.loads((data_dir / INSTANCE_FILE).read_text())
-        with (data_dir / UP_LOCK).open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: no `up` holds it
-        return {}
-    except BlockingIOError:
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _triggers(values: dict[str, Any], env: Mapping[str, str]) -> tuple[Trigger, ...]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 
-from config.settings import INSTANCE_FILE, SettingsError
+from config.instance import INSTANCE_FILE
+from config.settings import SettingsError
 from sync import db, launcher, media, sweeper
 from sync.cli_common import UsageError, require_current_schema, settings_from_env
 from sync.errors import DatabaseUnavailable

@@ -19,7 +19,7 @@ import rq.scheduler
 from redis import Redis
 from redis.exceptions import RedisError
 
-from config.settings import INSTANCE_FILE, UP_LOCK
+from config.instance import INSTANCE_FILE, UP_LOCK
 from sync.errors import AnnosyncError
 
 
