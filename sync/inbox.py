@@ -95,8 +95,15 @@ def record_many(engine: Engine, rows: list[dict[str, Any]]) -> list[Recorded]:
 
 def pending_batch(session: Session, project_id: int | None, limit: int, skip: set[int]) -> list:
     """The oldest pending deliveries of one project (None: deliveries without a project), as
-    rows of ``id, action, project_id, body`` (not ORM objects: the drain's hot path)."""
-    columns = (Delivery.id, Delivery.action, Delivery.project_id, Delivery.body)
+    rows of ``id, action, project_id, body, received_at`` (not ORM objects: the drain's hot
+    path)."""
+    columns = (
+        Delivery.id,
+        Delivery.action,
+        Delivery.project_id,
+        Delivery.body,
+        Delivery.received_at,
+    )
     query = select(*columns).where(Delivery.status == PENDING)
     query = query.where(
         Delivery.project_id.is_(None) if project_id is None else Delivery.project_id == project_id

@@ -32,6 +32,7 @@ from sync import (
     generations,
     inbox,
     media,
+    metrics,
     store,
     task_outputs,
 )
@@ -202,6 +203,7 @@ def _apply_pending(rt: Runtime, project_id: int | None, lock) -> int:
             pushed = [d for d in batch if d not in pulls]
             applied += _apply_batch(session, pushed, options, rt.settings.max_attempts, skip)
             session.commit()  # before any network call: never hold the write lock over HTTP
+            metrics.observe_applied(rt, [d.received_at for d in pushed if d.id not in skip])
             if pulls:
                 applied += _pull(rt, session, project_id, pulls, skip)
             lock.renew()

@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from redis.exceptions import RedisError
 from rq import Worker
 from sqlalchemy import case, func, select
@@ -24,6 +29,54 @@ from sqlalchemy import case, func, select
 from sync.errors import AnnosyncError
 from sync.models import Delivery, MediaFile, Project, TriggerAttempt
 from sync.runtime import Runtime
+
+#: Upper bounds (seconds) of the apply-latency buckets: webhook to task store.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def _latency_key(rt: Runtime) -> str:
+    return f"annosync:metrics:{rt.settings.queue_name}:apply-latency"
+
+
+def observe_applied(rt: Runtime, received: list[datetime]) -> None:
+    """Count deliveries just applied into the apply-latency histogram (recorded -> applied),
+    kept in Redis so every worker adds to one histogram. Best effort: a Redis outage loses
+    these counts, never a delivery."""
+    if not received:
+        return
+    now = datetime.now(UTC)
+    fields: dict[str, int] = {}
+    total = 0.0
+    for at in received:
+        seconds = max(0.0, (now - (at if at.tzinfo else at.replace(tzinfo=UTC))).total_seconds())
+        total += seconds
+        bound = next((b for b in LATENCY_BUCKETS if seconds <= b), None)
+        field = "+Inf" if bound is None else repr(bound)
+        fields[field] = fields.get(field, 0) + 1
+    try:
+        pipe = rt.worker_redis.pipeline(transaction=False)
+        for field, count in fields.items():
+            pipe.hincrby(_latency_key(rt), field, count)
+        pipe.hincrbyfloat(_latency_key(rt), "sum", total)
+        pipe.execute()
+    except RedisError:
+        pass
+
+
+def _latency(rt: Runtime) -> Iterator[Metric]:
+    stored = {k.decode(): v for k, v in rt.redis.hgetall(_latency_key(rt)).items()}
+    buckets, cumulative = [], 0
+    for bound in LATENCY_BUCKETS:
+        cumulative += int(stored.get(repr(bound), 0))
+        buckets.append((repr(bound), cumulative))
+    cumulative += int(stored.get("+Inf", 0))
+    buckets.append(("+Inf", cumulative))
+    yield HistogramMetricFamily(
+        "annosync_apply_latency_seconds",
+        "Seconds from a delivery recorded to its effects in the task store",
+        buckets=buckets,
+        sum_value=float(stored.get("sum", 0.0)),
+    )
 
 
 class StateCollector:
@@ -142,9 +195,11 @@ def _workers(rt: Runtime) -> Iterator[Metric]:
     redis_up = GaugeMetricFamily("annosync_redis_up", "1 when Redis answered this scrape")
     try:
         workers.add_metric([], Worker.count(connection=rt.redis))
+        latency = list(_latency(rt))
     except RedisError:
         redis_up.add_metric([], 0)
     else:
         redis_up.add_metric([], 1)
         yield workers
+        yield from latency
     yield redis_up

@@ -69,6 +69,11 @@ def test_metrics_follow_deliveries_failures_and_exports(tmp_path, database_url, 
         assert _get(after, "annosync_failed_deliveries", project="1") == 1
         assert _get(after, "annosync_export_generation", project="1") >= 1
         assert _get(after, "annosync_export_changes_owed", project="1") == 0
+        latency = "annosync_apply_latency_seconds"  # shared by the session's tests: a delta
+        applied = _get(after, f"{latency}_count") - (_get(waiting, f"{latency}_count") or 0)
+        assert applied == 2
+        assert _get(after, f"{latency}_sum") > (_get(waiting, f"{latency}_sum") or 0)
+        assert _get(after, f"{latency}_bucket", le="+Inf") == _get(after, f"{latency}_count")
         assert not [key for key, _value in after.items() if "task" in dict(key[1])]  # bounded
     finally:
         receiver.close()
