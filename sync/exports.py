@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from redis import Redis
 from rq import Queue, Retry
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from sync import backoff, generations, triggers
@@ -163,7 +163,14 @@ def aggregate(
         session.execute(
             update(Project)
             .where(Project.id == project_id)
-            .values(export_changes=Project.export_changes - consumed)
+            .values(
+                export_changes=Project.export_changes - consumed,
+                # All consumed: the exports are final. Else the oldest change is unknown; the
+                # time kept is that of an older one, so the lag reported is never too small.
+                changes_since=case(
+                    (Project.export_changes - consumed <= 0, None), else_=Project.changes_since
+                ),
+            )
             .execution_options(synchronize_session=False)
         )
         session.commit()

@@ -148,15 +148,24 @@ def _exports(session) -> Iterator[Metric]:
         "Task changes the project's aggregates do not reflect yet",
         labels=["project"],
     )
-    rows = session.execute(
-        select(Project.id, Project.export_generation, Project.export_changes).where(
-            Project.deleted.is_(False)
-        )
+    lag = GaugeMetricFamily(
+        "annosync_export_lag_seconds",
+        "Since the oldest change the project's exports do not reflect yet (0: all exported)",
+        labels=["project"],
     )
-    for project_id, number, changes in rows:
+    rows = session.execute(
+        select(
+            Project.id, Project.export_generation, Project.export_changes, Project.changes_since
+        ).where(Project.deleted.is_(False))
+    )
+    now = datetime.now(UTC)
+    for project_id, number, changes, since in rows:
         generation.add_metric([str(project_id)], number or 0)
         owed.add_metric([str(project_id)], changes or 0)
-    yield from (generation, owed)
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)  # SQLite drops the zone
+        lag.add_metric([str(project_id)], (now - since).total_seconds() if since else 0.0)
+    yield from (generation, owed, lag)
 
 
 def _media(session) -> Iterator[Metric]:

@@ -81,6 +81,8 @@ class Project(Base):
     export_generation: Mapped[int] = mapped_column(Integer, default=0)
     export_digest: Mapped[str | None] = mapped_column(String(64))
     export_changes: Mapped[int] = mapped_column(Integer, default=0)
+    # When the oldest change the aggregates do not reflect yet was recorded (None: none).
+    changes_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Task(Base):

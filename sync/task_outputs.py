@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from sync import documents, generations, media
@@ -73,7 +74,12 @@ class TaskOutputs:
         session.execute(
             update(Project)
             .where(Project.id == self.project.id)
-            .values(export_changes=Project.export_changes + self.changed)
+            .values(
+                export_changes=Project.export_changes + self.changed,
+                changes_since=func.coalesce(Project.changes_since, datetime.now(UTC))
+                if self.changed
+                else Project.changes_since,
+            )
             .execution_options(synchronize_session=False)
         )
         self.project.classes = self.classes  # labels first seen just now

@@ -8,7 +8,7 @@ import time
 from conftest import Receiver, delivery, make_settings, run_worker
 from prometheus_client.parser import text_string_to_metric_families
 
-from sync import inbox
+from sync import exports, inbox
 from sync.models import MediaFile
 from sync.runtime import Runtime, set_runtime
 
@@ -90,3 +90,24 @@ def test_metrics_answer_through_a_redis_outage(tmp_path, sqlite_url):
         assert _get(samples, "annosync_workers") is None
     finally:
         receiver.close()
+
+
+def test_export_lag_grows_until_the_aggregates_are_written(tmp_path, sqlite_url, redis_url):
+    # A long debounce: the drain writes the task files, the aggregates wait (not run here).
+    rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url, export_debounce_ms=600_000))
+    set_runtime(rt)
+    receiver = Receiver(rt)
+    try:
+        assert receiver.post(delivery("01-TASKS_CREATED")).status_code == 202
+        run_worker(rt)
+        time.sleep(0.2)
+        owed = _scrape(receiver)
+        assert _get(owed, "annosync_export_changes_owed", project="1") > 0
+        assert _get(owed, "annosync_export_lag_seconds", project="1") >= 0.2
+        exports.write_aggregates(rt, 1)
+        final = _scrape(receiver)
+        assert _get(final, "annosync_export_changes_owed", project="1") == 0
+        assert _get(final, "annosync_export_lag_seconds", project="1") == 0
+    finally:
+        receiver.close()
+        set_runtime(None)
