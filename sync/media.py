@@ -85,7 +85,9 @@ def note_tasks(
     Returns whether anything is owed now (the caller then asks for a media job)."""
     config = project_config(session, project_id)
     folders = media_formats(rt.settings, config)
-    docs, deleted = list(docs), list(deleted)
+    # Media off, or no format of this project names images: the drain's batches cost no
+    # query for them (media copied earlier stay until their tasks go).
+    docs, deleted = (list(docs) if folders else []), list(deleted)
     ids = [d["id"] for d in docs] + deleted
     if not ids:
         return False

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -160,8 +159,9 @@ def _reconcile_storage(
         owed, digests, docs = [], {}, []
         for task in tasks:
             key = documents.task_key(task.id)
-            data = documents.render_task(task, annotations[task.id])
-            docs.append((orjson.loads(data), data))
+            doc = documents.task_document(task, annotations[task.id])
+            data = documents.encode_task(doc)
+            docs.append((doc, data))
             digests[task.id] = hashlib.sha256(data).hexdigest()
             if listed.pop(key, None) == hashlib.md5(data).hexdigest():
                 summary.unchanged += 1
