@@ -29,13 +29,10 @@ from sqlalchemy import case, func, select
 from sync.errors import AnnosyncError
 from sync.models import Delivery, MediaFile, Project, TriggerAttempt
 from sync.runtime import Runtime
+from sync.storage.observed import OPERATIONS
 
 #: Upper bounds (seconds) of the apply-latency buckets: webhook to task store.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-
-
-def _latency_key(rt: Runtime) -> str:
-    return f"annosync:metrics:{rt.settings.queue_name}:apply-latency"
 
 
 def observe_applied(rt: Runtime, received: list[datetime]) -> None:
@@ -56,15 +53,15 @@ def observe_applied(rt: Runtime, received: list[datetime]) -> None:
     try:
         pipe = rt.worker_redis.pipeline(transaction=False)
         for field, count in fields.items():
-            pipe.hincrby(_latency_key(rt), field, count)
-        pipe.hincrbyfloat(_latency_key(rt), "sum", total)
+            pipe.hincrby(rt.metrics_key("apply-latency"), field, count)
+        pipe.hincrbyfloat(rt.metrics_key("apply-latency"), "sum", total)
         pipe.execute()
     except RedisError:
         pass
 
 
 def _latency(rt: Runtime) -> Iterator[Metric]:
-    stored = {k.decode(): v for k, v in rt.redis.hgetall(_latency_key(rt)).items()}
+    stored = {k.decode(): v for k, v in rt.redis.hgetall(rt.metrics_key("apply-latency")).items()}
     buckets, cumulative = [], 0
     for bound in LATENCY_BUCKETS:
         cumulative += int(stored.get(repr(bound), 0))
@@ -199,12 +196,24 @@ def _triggers(session) -> Iterator[Metric]:
     yield attempts
 
 
+def _storage_errors(rt: Runtime) -> Iterator[Metric]:
+    errors = CounterMetricFamily(
+        "annosync_storage_errors",
+        "Failed operations on the target storage, by operation (all processes)",
+        labels=["operation"],
+    )
+    counted = rt.redis.hgetall(rt.metrics_key("storage-errors"))
+    for operation in sorted(OPERATIONS):
+        errors.add_metric([operation], int(counted.get(operation.encode(), 0)))
+    yield errors
+
+
 def _workers(rt: Runtime) -> Iterator[Metric]:
     workers = GaugeMetricFamily("annosync_workers", "RQ workers registered in Redis")
     redis_up = GaugeMetricFamily("annosync_redis_up", "1 when Redis answered this scrape")
     try:
         workers.add_metric([], Worker.count(connection=rt.redis))
-        latency = list(_latency(rt))
+        latency = list(_latency(rt)) + list(_storage_errors(rt))
     except RedisError:
         redis_up.add_metric([], 0)
     else:

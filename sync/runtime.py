@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +16,7 @@ from sync.db import make_engine, session_factory
 from sync.exporters import exporter_names
 from sync.labelstudio import LabelStudioClient
 from sync.storage import StorageBackend, open_storage
+from sync.storage.observed import ObservedStorage
 
 
 @dataclass
@@ -63,7 +66,19 @@ class Runtime:
 
     @cached_property
     def storage(self) -> StorageBackend:
-        return open_storage(self.settings.storage_url, endpoint_url=self.settings.s3_endpoint_url)
+        """The target storage; its failures are counted by operation for the metrics."""
+        settings = self.settings
+        backend = open_storage(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
+        return ObservedStorage(backend, self._count_storage_error)
+
+    def metrics_key(self, name: str) -> str:
+        """The Redis key of one of the instance's shared counters (one per queue name)."""
+        return f"annosync:metrics:{self.settings.queue_name}:{name}"
+
+    def _count_storage_error(self, operation: str) -> None:
+        # best effort: a Redis outage loses the count, never the error itself
+        with suppress(RedisError):
+            self.redis.hincrby(self.metrics_key("storage-errors"), operation, 1)
 
 
 _current: Runtime | None = None

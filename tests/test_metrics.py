@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from conftest import Receiver, delivery, make_settings, run_worker
 from prometheus_client.parser import text_string_to_metric_families
 
 from sync import exports, inbox
 from sync.models import MediaFile
 from sync.runtime import Runtime, set_runtime
+from sync.storage import StorageError, UnsafeKeyError
 
 
 def _scrape(receiver: Receiver) -> dict[tuple[str, tuple], float]:
@@ -111,3 +113,32 @@ def test_export_lag_grows_until_the_aggregates_are_written(tmp_path, sqlite_url,
     finally:
         receiver.close()
         set_runtime(None)
+
+
+def test_storage_errors_are_counted_by_operation(tmp_path, sqlite_url, redis_url, s3_endpoint):
+    # A bucket that does not exist: every operation fails at the S3 server (over HTTP).
+    missing = {"storage_url": "s3://no-such-bucket/p", "s3_endpoint_url": s3_endpoint}
+    rt = Runtime(make_settings(tmp_path, sqlite_url, redis_url, **missing))
+    receiver = Receiver(rt)
+    try:
+        before = _scrape(receiver)
+        with pytest.raises(StorageError):
+            rt.storage.put("tasks/1.json", b"{}")
+        with pytest.raises(StorageError):
+            list(rt.storage.list_digests("tasks/"))
+        with pytest.raises(UnsafeKeyError):  # the caller's mistake, not the storage's
+            rt.storage.put("../escape", b"{}")
+        ready = receiver.get("/readyz")
+        after = _scrape(receiver)
+    finally:
+        receiver.close()
+    assert ready.status_code == 503 and ready.json()["checks"]["storage"].startswith("error")
+
+    def grown(operation: str) -> float:
+        name = "annosync_storage_errors_total"
+        return _get(after, name, operation=operation) - _get(before, name, operation=operation)
+
+    assert grown("put") == 1  # the refused key is not counted
+    assert grown("list_digests") == 1
+    assert grown("check") == 1  # the readiness probe's
+    assert grown("get") == 0
