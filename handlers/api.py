@@ -9,13 +9,11 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from handlers.attachment import zip_attachment
+from handlers.attachment import export_download
 from handlers.auth import require_api_token
-from handlers.errors import error
 from sync import exports, status, store
-from sync.archives import ExportsBusy
-from sync.exporters import exporter_names, get_exporter
-from sync.exporters.capabilities import list_formats, unfit_reason
+from sync.exporters import exporter_names
+from sync.exporters.capabilities import list_formats
 
 bp = Blueprint("api", __name__)
 OPENAPI = Path(__file__).resolve().parents[1] / "config" / "openapi.json"
@@ -67,22 +65,4 @@ def export_formats(project_id: int):
 def export(project_id: int):
     """A zip of one format rendered from the stored tasks by an export process (429 while
     every export process is busy: webhooks keep their threads)."""
-    fmt = (request.args.get("exportType") or "").upper()
-    if fmt not in exporter_names():
-        return error(
-            400, "invalid_export_type", f"exportType must be one of {', '.join(exporter_names())}"
-        )
-    rt = current_app.config["RUNTIME"]
-    with rt.sessions() as session:
-        store.require_project(session, project_id)
-        reason = unfit_reason(get_exporter(fmt), exports.project_config(session, project_id))
-    if reason:
-        return error(400, "format_does_not_fit", reason)
-    try:
-        archive, size = current_app.config["ARCHIVES"].render(project_id, fmt)
-    except ExportsBusy as exc:
-        response = error(429, "exports_busy", str(exc))
-        response.headers["Retry-After"] = "5"
-        return response
-    name = f"project-{project_id}-{fmt}.zip"
-    return zip_attachment(archive, size, name)
+    return export_download(project_id, (request.args.get("exportType") or "").upper())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from config.settings import Settings
-from handlers import api, generations, health, metrics, snapshots, webhooks
+from handlers import api, generations, health, metrics, snapshots, status_page, webhooks
 from handlers.errors import IdConverter, register_error_handlers
 from sync.archives import ArchivePool
 from sync.group_commit import GroupCommit
@@ -13,7 +13,8 @@ from sync.runtime import Runtime
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
-    """A receiver for ``settings`` (blueprints: webhooks, health, api, generations, snapshots)."""
+    """A receiver for ``settings`` (blueprints: webhooks, health, api, generations,
+    snapshots, metrics, the status page)."""
     app = Flask("annosync")
     app.url_map.converters["id"] = IdConverter
     runtime = runtime or Runtime(settings)
@@ -30,4 +31,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(generations.bp)
     app.register_blueprint(snapshots.bp)
     app.register_blueprint(metrics.bp)
+    status_page.configure(app, settings.api_token)
+    app.register_blueprint(status_page.bp)
     return app

@@ -9,13 +9,13 @@ import sys
 import orjson
 
 from config.settings import settings_markdown
-from sync import admission, exports, inbox, jobs, reconcile, status, store
+from sync import exports, inbox, reconcile, status, store
 from sync.cli_common import UsageError, instance_settings
 from sync.exporters import exporter_names, get_exporter
 from sync.exporters.capabilities import unfit_reason
-from sync.models import Delivery
 from sync.progress import Progress
 from sync.reconcile import resync_project
+from sync.replay import replay
 from sync.runtime import Runtime
 
 
@@ -44,26 +44,11 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
 
 def cmd_deliveries_replay(args: argparse.Namespace) -> int:
     """Re-apply deliveries that pass today's checks; name each one that does not (exit 2)."""
-    rt = Runtime(instance_settings())
-    projects, refused, replayed = set(), [], 0
-    with rt.sessions() as session:
-        for delivery_id in args.ids:
-            row = session.get(Delivery, delivery_id)
-            if row is None:
-                refused.append(f"no delivery {delivery_id}")
-            elif found := admission.readmit(row, rt.settings):
-                problem = f"{found[0].path}: {found[0].message}"
-                refused.append(f"delivery {delivery_id} is still invalid: {problem}")
-            else:
-                projects.add(row.project_id)
-                replayed += 1
-        session.commit()
-    for project_id in projects:
-        jobs.request_drain(rt.redis, rt.settings.queue_name, project_id)
-    print(f"replaying {replayed} deliveries" if replayed != 1 else "replaying 1 delivery")
-    for line in refused:
+    done = replay(Runtime(instance_settings()), args.ids)
+    print(f"replaying {done.count} deliveries" if done.count != 1 else "replaying 1 delivery")
+    for line in done.refused:
         print(f"annosync: {line}", file=sys.stderr)
-    return 2 if refused else 0
+    return 2 if done.refused else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

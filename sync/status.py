@@ -49,21 +49,27 @@ def project_status(session: Session, project_id: int | None = None) -> dict[str,
             .group_by(Delivery.project_id)
         ).all()
     )
-    titles = dict(session.execute(select(Project.id, Project.title)).all())
-    config_errors = dict(
-        session.execute(
-            select(Project.id, Project.config_error).where(Project.config_error.is_not(None))
-        ).all()
-    )
-    ids = only or sorted({*tasks, *deliveries, *titles} - {None})
+    rows = session.execute(
+        select(
+            Project.id,
+            Project.title,
+            Project.config_error,
+            Project.export_generation,
+            Project.changes_since,
+        ).where(*([Project.id.in_(only)] if only else []))
+    ).all()
+    projects_seen = {row.id: row for row in rows}
+    ids = only or sorted({*tasks, *deliveries, *projects_seen} - {None})
     now = datetime.now(UTC)
     projects = []
     for pid in ids:
         pending_since = _aware(oldest_pending.get(pid))
+        seen = projects_seen.get(pid)
+        changes_since = _aware(seen.changes_since) if seen else None
         projects.append(
             {
                 "project": pid,
-                "title": titles.get(pid),
+                "title": seen.title if seen else None,
                 "tasks": tasks.get(pid, 0),
                 "annotations": annotations.get(pid, 0),
                 "deliveries": deliveries.get(pid, {}),
@@ -71,12 +77,18 @@ def project_status(session: Session, project_id: int | None = None) -> dict[str,
                 "failed": deliveries.get(pid, {}).get("failed", 0),
                 "files_owed": dirty.get(pid, 0),
                 "tasks_not_exported": unexported.get(pid, 0),
-                "config_error": config_errors.get(pid),
-                "last_event": _iso(last.get(pid)),
-                "lag_s": round((now - pending_since).total_seconds(), 3) if pending_since else 0.0,
+                "config_error": seen.config_error if seen else None,
+                "generation": (seen.export_generation or 0) if seen else 0,
+                "last_event": iso(last.get(pid)),
+                "lag_s": _seconds(now, pending_since),
+                "export_lag_s": _seconds(now, changes_since),
             }
         )
     return {"projects": projects}
+
+
+def _seconds(now: datetime, since: datetime | None) -> float:
+    return round(max(0.0, (now - since).total_seconds()), 3) if since else 0.0
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -85,7 +97,7 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
     moment = _aware(moment)
     return moment.isoformat(timespec="seconds") if moment else None
 
