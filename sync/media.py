@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sync import metrics
 from sync.errors import Unavailable
 from sync.exporters import get_exporter
 from sync.exporters.capabilities import unfit_reason
@@ -190,10 +192,13 @@ def sync_batch(rt: Runtime, project_id: int, batch: int = BATCH) -> tuple[int, b
         found = sources(rt.settings)
         with ThreadPoolExecutor(FETCHERS) as pool:
             results = list(pool.map(lambda row: _fetch(rt.storage, found, row), owed))
-        settled = len(gone)
+        settled, outcomes = len(gone), Counter()
         for row, result in zip(owed, results, strict=True):
-            settled += _settle(rt, row, result, now)
+            done = _settle(rt, row, result, now)
+            settled += done
+            outcomes[_outcome(result) if done else "failed"] += 1
         session.commit()
+    metrics.count(rt, "media-fetches", outcomes)
     return settled, more
 
 
@@ -217,6 +222,11 @@ def _fetch(storage, found, row: MediaFile) -> Media | Copied | NotModified | Med
         return exc
     except StorageError as exc:
         return MediaError(f"server-side copy: {exc}")
+
+
+def _outcome(result) -> str:
+    """The metric label of a settled fetch."""
+    return {Media: "fetched", Copied: "copied"}.get(type(result), "not_modified")
 
 
 def _settle(rt: Runtime, row: MediaFile, result, now: float) -> int:

@@ -13,7 +13,7 @@ of grouped, indexed queries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 from prometheus_client.core import (
@@ -55,6 +55,20 @@ def observe_applied(rt: Runtime, received: list[datetime]) -> None:
         for field, count in fields.items():
             pipe.hincrby(rt.metrics_key("apply-latency"), field, count)
         pipe.hincrbyfloat(rt.metrics_key("apply-latency"), "sum", total)
+        pipe.execute()
+    except RedisError:
+        pass
+
+
+def count(rt: Runtime, name: str, counts: Mapping[str, int]) -> None:
+    """Add ``counts`` (label -> how many) to the shared counter ``name`` in Redis; best
+    effort, like the histogram."""
+    if not any(counts.values()):
+        return
+    try:
+        pipe = rt.worker_redis.pipeline(transaction=False)
+        for label, n in counts.items():
+            pipe.hincrby(rt.metrics_key(name), label, n)
         pipe.execute()
     except RedisError:
         pass
@@ -208,12 +222,27 @@ def _storage_errors(rt: Runtime) -> Iterator[Metric]:
     yield errors
 
 
+MEDIA_OUTCOMES = ("fetched", "copied", "not_modified", "failed")
+
+
+def _media_fetches(rt: Runtime) -> Iterator[Metric]:
+    fetches = CounterMetricFamily(
+        "annosync_media_fetches",
+        "Media fetch attempts by outcome (copied: server-side; not_modified: an ETag matched)",
+        labels=["outcome"],
+    )
+    counted = rt.redis.hgetall(rt.metrics_key("media-fetches"))
+    for outcome in MEDIA_OUTCOMES:
+        fetches.add_metric([outcome], int(counted.get(outcome.encode(), 0)))
+    yield fetches
+
+
 def _workers(rt: Runtime) -> Iterator[Metric]:
     workers = GaugeMetricFamily("annosync_workers", "RQ workers registered in Redis")
     redis_up = GaugeMetricFamily("annosync_redis_up", "1 when Redis answered this scrape")
     try:
         workers.add_metric([], Worker.count(connection=rt.redis))
-        latency = list(_latency(rt)) + list(_storage_errors(rt))
+        latency = list(_latency(rt)) + list(_storage_errors(rt)) + list(_media_fetches(rt))
     except RedisError:
         redis_up.add_metric([], 0)
     else:

@@ -10,17 +10,21 @@ import struct
 import threading
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 import yaml
 from conftest import Receiver, delivery, make_settings, run_worker
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from test_incremental import PROJECT, _annotation, _send
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from sync import media, sweeper
+from sync.metrics import StateCollector
 from sync.models import MediaFile
 from sync.reconcile import resync_project
 from sync.runtime import Runtime, set_runtime
@@ -115,6 +119,20 @@ def _bucket(rt: Runtime) -> Path:
     return Path(rt.settings.storage_url.removeprefix("file://"))
 
 
+def _fetch_outcomes(rt: Runtime) -> Counter:
+    """``annosync_media_fetches_total`` by outcome, as a scrape reads it."""
+    registry = CollectorRegistry()
+    registry.register(StateCollector(rt))
+    return Counter(
+        {
+            sample.labels["outcome"]: int(sample.value)
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples
+            if sample.name == "annosync_media_fetches_total"
+        }
+    )
+
+
 def _row(rt: Runtime, task_id: int) -> MediaFile | None:
     with rt.sessions() as session:
         return session.get(MediaFile, task_id)
@@ -194,9 +212,11 @@ def test_a_failed_fetch_is_kept_on_its_task_retried_and_never_holds_back_labels(
     served.html.add("/img/3.png")
     rt = _runtime(tmp_path, sqlite_url, redis_url)
     try:
+        before = _fetch_outcomes(rt)
         _send(rt, _tasks(served, [1, 2, 3]))
         _send(rt, _label(served, 2, [("box", "Car", 10, 5)], 1))
         run_worker(rt)
+        assert _fetch_outcomes(rt) - before == Counter(fetched=1, failed=2)
         bucket = _bucket(rt) / "exports/1/yolo"
         assert (bucket / "labels/2__2.txt").read_text().startswith("1 ")  # labels are there
         assert (bucket / "images/1__1.png").exists()
@@ -216,6 +236,7 @@ def test_a_failed_fetch_is_kept_on_its_task_retried_and_never_holds_back_labels(
         assert (bucket / "images/2__2.png").read_bytes() == served.files["/img/2.png"]
         assert _row(rt, 2).status == "done" and _row(rt, 2).error is None
         assert _row(rt, 3).attempts == 2  # still an HTML page
+        assert _fetch_outcomes(rt) - before == Counter(fetched=2, failed=3)
     finally:
         set_runtime(None)
 
