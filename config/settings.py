@@ -1,7 +1,7 @@
 """The one list of annosync settings, read from the environment.
 
 Every setting is declared once in ``SETTINGS`` with its variable name, parser, default and a
-line of documentation; the README's settings table is generated from the same list
+line of documentation; docs/settings.md (and `annosync settings`) is generated from the same list
 (``annosync settings --markdown``). A bad value raises :class:`SettingsError` whose message is a
 single line naming the variable.
 """
@@ -525,7 +525,7 @@ def _reason(exc: ValueError) -> str:
 
 
 def settings_markdown() -> str:
-    """The settings table for the README."""
+    """The settings table (docs/settings.md, `annosync settings`)."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
         default = f"`{s.default}`" if s.default else "—"

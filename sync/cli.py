@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--project", type=int, required=True)
     rb.add_argument("--format", help="only this format (default: ANNOSYNC_EXPORT_FORMATS)")
     add("settings", "cli_ops:cmd_settings", "print the settings table (Markdown)")
+    conn = add(
+        "connect", "cli_ops:cmd_connect", "add a webhook to annosync to every Label Studio project"
+    )
+    conn.add_argument("--receiver-url", required=True, help="annosync as Label Studio reaches it")
+    conn.add_argument("--watch", type=float, default=0, metavar="S", help="repeat every S seconds")
     gens = add("generations", None, "pinned dataset generations")
     gsub = gens.add_subparsers(dest="generations_command", required=True)
     glist = add("list", "cli_ci:cmd_generations_list", "the retained generations", parent=gsub)

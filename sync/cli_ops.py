@@ -1,18 +1,21 @@
-"""``annosync status``, ``deliveries``, ``resync``, ``rebuild`` and ``settings``: looking at and
-repairing a running instance's state."""
+"""``annosync status``, ``deliveries``, ``resync``, ``rebuild``, ``settings`` and ``connect``:
+looking at and repairing a running instance's state, and pointing Label Studio at it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import orjson
 
 from config.settings import settings_markdown
 from sync import exports, inbox, reconcile, status, store
-from sync.cli_common import UsageError, instance_settings
+from sync.cli_common import UsageError, instance_settings, settings_from_env
+from sync.connect import connect, receiver_base, webhook_url
 from sync.exporters import exporter_names, get_exporter
 from sync.exporters.capabilities import unfit_reason
+from sync.labelstudio import LabelStudioClient, LabelStudioError
 from sync.progress import Progress
 from sync.reconcile import resync_project
 from sync.replay import replay
@@ -123,3 +126,29 @@ def _rebuildable(rt: Runtime, project_id: int, name: str) -> tuple[str, ...]:
 def cmd_settings(_args: argparse.Namespace) -> int:
     print(settings_markdown())
     return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    """Add a webhook to annosync to every Label Studio project that has none (again every
+    ``--watch`` seconds, for projects created later: a failed round is retried then)."""
+    settings = settings_from_env()
+    base = receiver_base(args.receiver_url)
+    if not (settings.label_studio_url and settings.label_studio_api_key):
+        raise UsageError("connect needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    if not settings.webhook_secrets:
+        raise UsageError("connect needs ANNOSYNC_WEBHOOK_SECRET (the secret webhooks will send)")
+    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key, 30.0)
+    while True:
+        try:
+            done = connect(client, base, settings.webhook_header, settings.webhook_secrets[0])
+        except LabelStudioError as exc:
+            if not args.watch:
+                raise
+            print(f"annosync: {exc}; trying again in {args.watch} s", file=sys.stderr, flush=True)
+        else:
+            for project_id in done.added:
+                print(f"project {project_id}: webhook added -> {webhook_url(base, project_id)}")
+            print(done.line(), flush=True)
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)

@@ -1,4 +1,4 @@
-"""A thin client for the few Label Studio API calls annosync makes (pulls).
+"""A thin client for the few Label Studio API calls annosync makes (pulls, webhooks).
 
 Why not label-studio-sdk: annosync needs two GET endpoints; the SDK brings a large dependency
 tree (pydantic models for the whole API, its converter, pandas-sized extras) into the
@@ -41,12 +41,15 @@ class LabelStudioClient:
                 self._auth = f"Token {self.api_key}"
         return self._auth
 
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: dict, auth: bool = False, ok: int = 200) -> dict:
+        headers = {"Authorization": self._authorization()} if auth else {}
         try:
-            response = self.http.post(self.base_url + path, json=body, timeout=self.timeout)
+            response = self.http.post(
+                self.base_url + path, json=body, headers=headers, timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise LabelStudioError(f"POST {path}: {type(exc).__name__}") from None
-        return self._json(response, f"POST {path}")
+        return self._json(response, f"POST {path}", ok)
 
     def _get(self, path: str, **params: Any) -> Any:
         try:
@@ -61,13 +64,34 @@ class LabelStudioClient:
         return self._json(response, f"GET {path}")
 
     @staticmethod
-    def _json(response: requests.Response, what: str) -> Any:
-        if response.status_code != 200:
+    def _json(response: requests.Response, what: str, ok: int = 200) -> Any:
+        if response.status_code != ok:
             raise LabelStudioError(f"{what}: HTTP {response.status_code}")
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
             raise LabelStudioError(f"{what}: the answer is not JSON") from None
+
+    def projects(self) -> Iterator[dict[str, Any]]:
+        """Every project the token can see (Label Studio pages them)."""
+        page = 1
+        while True:
+            answer = self._get("/api/projects/", page=page, page_size=100)
+            if isinstance(answer, list):  # an unpaged answer
+                yield from answer
+                return
+            yield from answer.get("results", [])
+            if not answer.get("next"):
+                return
+            page += 1
+
+    def webhooks(self, project_id: int) -> list[dict[str, Any]]:
+        """The webhooks of a project."""
+        return self._get("/api/webhooks/", project=int(project_id))
+
+    def create_webhook(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a webhook (``POST /api/webhooks/``, answered 201)."""
+        return self._post("/api/webhooks/", body, auth=True, ok=201)
 
     def project(self, project_id: int) -> dict[str, Any]:
         """The project object (title, label_config, …)."""

@@ -240,3 +240,66 @@ def test_serve_with_the_port_taken_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"annosync: port {port} on 127.0.0.1 is already in use (another process listens there)"
     ]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _readme_blocks(heading: str) -> list[str]:
+    """The fenced blocks of the README's section ``heading``."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n", 1)[1] for block in section.split("```")[1::2]]
+
+
+def _commands(block: str) -> list[str]:
+    """Shell commands of a block (a line ending in a backslash continues)."""
+    return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def test_the_readme_quick_start_does_what_it_says(tmp_path):
+    """The README's quick start, run as written in a fresh folder: the same commands (the
+    port made free, the repository's paths made absolute), the answers and files it shows."""
+    assert json.loads((REPO / "docs/examples/annotation-created.json").read_text()) == delivery(
+        "03-ANNOTATION_CREATED"
+    )
+    commands, files = _readme_blocks("Quick start")
+    port = free_port()
+
+    def as_run_here(command: str) -> str:
+        command = command.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        command = command.replace("@docs/", f"@{REPO}/docs/")
+        return command.replace("scripts/run ", f"{REPO}/scripts/run ")
+
+    plain = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOSYNC_", "REDIS_URL"))}
+    up = subprocess.Popen(
+        [str(REPO / "scripts/run"), "up", "--port", str(port)], cwd=tmp_path, env=plain,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        while "annosync is up" not in (line := up.stdout.readline()):
+            assert line, "up exited before it was up"
+        curl, status = _commands(commands)
+        sent = subprocess.run(as_run_here(curl), shell=True, cwd=tmp_path, env=plain,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert sent.stdout.strip() == '{"delivery_id":1,"status":"queued"}'
+        label = tmp_path / "annosync-data/bucket/exports/1/yolo/labels/1__1.txt"
+        _wait_for(label.exists, 5, "the YOLO label")  # "within a second", with slack
+        while "project 1: deliveries applied 1, task files written 1" not in line:
+            line = up.stdout.readline()  # the log line the README quotes
+            assert line, "up exited"
+        shown = subprocess.run(as_run_here(status), shell=True, cwd=tmp_path, env=plain,
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        row = shown.stdout.splitlines()[1].split()
+        assert row[:3] == ["1", "1", "1"]  # project 1: 1 task, 1 annotation
+        # Every file the README lists is there (the aggregates follow a 0.5 s debounce).
+        listed = [line.split()[0] for line in files.splitlines() if line.startswith("annosync")]
+        _wait_for(lambda: all((tmp_path / p).is_file() for p in listed), 5, str(listed))
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(20)
+    # The label file holds the lines the README shows.
+    shown_lines = [" ".join(line.split()[-5:]) for line in files.splitlines() if "0." in line]
+    assert label.read_text().splitlines() == shown_lines
+    assert (label.parent.parent / "classes.txt").read_text().split() == ["Airplane", "Car"]
