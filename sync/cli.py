@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--project", type=int, required=True)
     rb.add_argument("--format", help="only this format (default: ANNOSYNC_EXPORT_FORMATS)")
     add("settings", "cli_ops:cmd_settings", "print the settings table (Markdown)")
+    add("check", "cli_ops:cmd_check", "exit 0 if the database, Redis and the storage answer")
     conn = add(
         "connect", "cli_ops:cmd_connect", "add a webhook to annosync to every Label Studio project"
     )

@@ -1,5 +1,6 @@
-"""``annosync status``, ``deliveries``, ``resync``, ``rebuild``, ``settings`` and ``connect``:
-looking at and repairing a running instance's state, and pointing Label Studio at it."""
+"""``annosync status``, ``deliveries``, ``resync``, ``rebuild``, ``settings``, ``check`` and
+``connect``: looking at and repairing a running instance's state, and pointing Label Studio
+at it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import orjson
 
 from config.settings import settings_markdown
-from sync import exports, inbox, reconcile, status, store
+from sync import exports, inbox, readiness, reconcile, status, store
 from sync.cli_common import UsageError, instance_settings, settings_from_env
 from sync.connect import connect, receiver_base, webhook_url
 from sync.exporters import exporter_names, get_exporter
@@ -152,3 +153,12 @@ def cmd_connect(args: argparse.Namespace) -> int:
         if not args.watch:
             return 0
         time.sleep(args.watch)
+
+
+def cmd_check(_args: argparse.Namespace) -> int:
+    """Whether this process could do its work: the database, Redis and the storage each
+    answer (a container's health check); exit 1 naming what does not."""
+    checks = readiness.checks(Runtime(settings_from_env()))
+    for name, state in checks.items():
+        print(f"{name}: {state}")
+    return 0 if all(state == "ok" for state in checks.values()) else 1

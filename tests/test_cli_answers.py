@@ -154,8 +154,8 @@ def _targets(parser) -> list[str]:
 
 def test_every_command_names_a_function_that_exists():
     targets = _targets(cli.build_parser())
-    assert len(targets) == 17  # up, serve, worker, db upgrade, deliveries x2, status, resync,
-    # convert, rebuild, settings, connect, generations list/diff, pull, triggers list/replay
+    assert len(targets) == 18  # up, serve, worker, db upgrade, deliveries x2, status, resync,
+    # convert, rebuild, settings, check, connect, generations list/diff, pull, triggers x2
     for target in targets:
         module, _, name = target.partition(":")
         assert callable(getattr(importlib.import_module(f"sync.{module}"), name)), target
