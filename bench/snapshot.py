@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stack import SECRET, wait_ready  # noqa: E402
 from config.settings import load_settings  # noqa: E402
-from sync import db, documents, generations, launcher  # noqa: E402
+from sync import db, documents, generations, launcher, task_file  # noqa: E402
 from sync.models import Generation, GenerationObject, Snapshot  # noqa: E402
 from sync.runtime import Runtime  # noqa: E402
 
@@ -58,7 +58,7 @@ def _task(n: int) -> bytes:
                             "updated_at": "2026-11-30T00:00:00.000000Z"}],
            "drafts": [], "predictions": [], "total_annotations": 1,
            "cancelled_annotations": 0}  # fmt: skip
-    return documents.encode_task(doc)
+    return task_file.encode_task(doc)
 
 
 def build(rt: Runtime, tasks: int) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from config.settings import Settings
-from sync import documents, exports, media
+from sync import documents, exports, media_sources
 from sync.convert import read_tasks, render_into
 from sync.errors import Busy
 from sync.exporters import get_exporter
@@ -140,7 +140,7 @@ def _zip_rendered(rt: Runtime, project_id: int, fmt: str, tasks, out) -> int:
     ):
         ctx = exports.context_for(session, project_id, rt.settings)
         limits = Limits.from_settings(rt.settings)
-        images = media.reader(rt.settings, rt.storage, project_id)
+        images = media_sources.reader(rt.settings, rt.storage, project_id)
         summary = render_into(tasks, exporter, Path(staging), ctx, limits=limits, media=images)
         session.rollback()  # keep the stored class list
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:

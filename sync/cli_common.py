@@ -7,13 +7,8 @@ import argparse
 import importlib
 import logging
 import sys
-from pathlib import Path
-
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings, SettingsError, load_settings
-from sync import db, launcher
 from sync.errors import AnnosyncError, InvalidInput
 from sync.logs import configure_logging
 
@@ -33,26 +28,6 @@ def settings_from_env(**overrides) -> Settings:
     return settings
 
 
-def instance_settings() -> Settings:
-    """The settings of a command that works on an instance's state: on SQLite, its database
-    file must exist (connecting would create an empty one, then fail on every table)."""
-    settings = settings_from_env()
-    path = db.sqlite_file(settings.database_url)
-    if path and not Path(path).exists():
-        raise UsageError(
-            f"no annosync database at {path}: run `annosync up` there first, or set "
-            "ANNOSYNC_DATA_DIR (or ANNOSYNC_DATABASE_URL) to the instance's"
-        )
-    return settings
-
-
-def require_current_schema(settings: Settings) -> None:
-    if not db.is_current(settings.database_url):
-        raise launcher.LaunchError(
-            "the database schema is not up to date: run `annosync db upgrade`"
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the command ``args.command_target`` names (``module:function`` in ``sync``)."""
     module, _, name = args.command_target.partition(":")
@@ -62,15 +37,25 @@ def run(args: argparse.Namespace) -> int:
     except (SettingsError, InvalidInput) as exc:  # the user's input: exit 2
         print(f"annosync: {exc}", file=sys.stderr)
         return 2
-    except (AnnosyncError, RedisError) as exc:
+    except AnnosyncError as exc:
         print(f"annosync: {exc}", file=sys.stderr)
-        return 1
-    except SQLAlchemyError as exc:
-        print(f"annosync: database error: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one readable line, never a traceback
         logging.getLogger("annosync").debug("failure", exc_info=True)
-        print(f"annosync: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"annosync: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: Exception) -> str:
+    """What to say about an error from a library. Only commands that use the database or
+    Redis import their clients (``convert`` imports neither): an error of a library that was
+    never imported cannot occur, so its class is looked up only if it was."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc and isinstance(exc, sqlalchemy_exc.SQLAlchemyError):
+        return f"database error: {str(exc).splitlines()[0][:300]}"
+    redis_exc = sys.modules.get("redis.exceptions")
+    if redis_exc and isinstance(exc, redis_exc.RedisError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

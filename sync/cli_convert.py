@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sync import convert, media
+from sync import convert, media_sources
 from sync.cli_common import UsageError, settings_from_env
 from sync.exporters.capabilities import list_formats
 from sync.limits import Limits
@@ -42,7 +42,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=bar.update,
             limits=Limits.from_settings(settings),
-            media=media.reader(settings),
+            media=media_sources.reader(settings),
             project=args.project,
         )
     finally:

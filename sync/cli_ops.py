@@ -12,7 +12,8 @@ import orjson
 
 from config.settings import settings_markdown
 from sync import exports, inbox, readiness, reconcile, status, store
-from sync.cli_common import UsageError, instance_settings, settings_from_env
+from sync.cli_common import UsageError, settings_from_env
+from sync.cli_instance import instance_settings
 from sync.connect import connect, receiver_base, webhook_url
 from sync.exporters import exporter_names, get_exporter
 from sync.exporters.capabilities import unfit_reason

@@ -17,7 +17,8 @@ from rq import SimpleWorker
 from config.instance import INSTANCE_FILE
 from config.settings import SettingsError
 from sync import db, launcher, media, sweeper
-from sync.cli_common import UsageError, require_current_schema, settings_from_env
+from sync.cli_common import UsageError, settings_from_env
+from sync.cli_instance import require_current_schema
 from sync.errors import DatabaseUnavailable
 from sync.runtime import Runtime, set_runtime
 

@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 
 from config.validation import task_shape_problem
-from sync.documents import encode_task
 from sync.errors import AnnosyncError, InvalidInput
 from sync.exporters import ExportContext, get_exporter, render_checked
 from sync.exporters.base import DEFAULT_SPLIT
@@ -30,6 +29,7 @@ from sync.jsonstream import JSONStreamError, iter_array
 from sync.labelconfig import LabelConfigError, parse_label_config
 from sync.limits import Limits
 from sync.storage import check_key
+from sync.task_file import encode_task
 
 
 class ConvertError(InvalidInput):

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sync.models import Annotation, Task
+from sync.task_file import encode_task
 
 #: Keys of a webhook task that Label Studio's JSON export does not carry.
 NOT_IN_EXPORT = frozenset({"is_labeled", "overlap", "precomputed_agreement", "file_upload"})
@@ -53,11 +54,6 @@ def task_document(task: Task, annotations: list[dict[str, Any]]) -> dict[str, An
     doc["total_annotations"] = sum(1 for a in annotations if not a.get("was_cancelled"))
     doc["cancelled_annotations"] = sum(1 for a in annotations if a.get("was_cancelled"))
     return doc
-
-
-def encode_task(doc: dict[str, Any]) -> bytes:
-    """The bytes of a task document as stored: same state, same bytes."""
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
 
 def render_task(task: Task, annotations: list[dict[str, Any]]) -> bytes:

@@ -25,6 +25,7 @@ from sync import backoff, generations, triggers
 from sync.exporters import ExportContext, get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.classes import context_from_config
+from sync.exporters.files import export_root
 from sync.locks import ProjectLock
 from sync.models import Annotation, ExportFragment, Project, Task
 from sync.runtime import Runtime, current_runtime
@@ -36,11 +37,6 @@ LOCK_TTL_S = 15
 # A queued rebuild that is lost (Redis restarted, worker killed) stops blocking new requests
 # after this long; the sweep then asks again for projects whose aggregates are still owed.
 FLAG_TTL_S = 30
-
-
-def export_root(project_id: int, folder: str) -> str:
-    """Storage prefix of a project's format folder."""
-    return f"exports/{int(project_id)}/" + (f"{folder}/" if folder else "")
 
 
 def project_row(session: Session, project_id: int) -> Project:

@@ -34,6 +34,7 @@ from sync import (
     media,
     metrics,
     store,
+    task_file,
     task_outputs,
 )
 from sync.errors import DatabaseUnavailable
@@ -334,7 +335,7 @@ def write_dirty_tasks(
             live = [t for t in tasks if not t.deleted]
             annotations = documents.live_annotations(session, [t.id for t in live])
             docs = [documents.task_document(t, annotations[t.id]) for t in live]
-            rendered = [(doc, documents.encode_task(doc)) for doc in docs]
+            rendered = [(doc, task_file.encode_task(doc)) for doc in docs]
             gone = [t.id for t in tasks if t.deleted]
             outputs = None
             if project_id is not None:

@@ -33,8 +33,8 @@ from sync.errors import Unavailable
 from sync.exporters import get_exporter
 from sync.exporters.capabilities import unfit_reason
 from sync.exporters.classes import image_object_value
-from sync.exporters.files import file_stem, image_url
-from sync.exports import export_root, project_config
+from sync.exporters.files import export_root, file_stem, image_url
+from sync.exports import project_config
 from sync.media_sources import Media, MediaError, NotModified, source_for, sources, split_s3
 from sync.models import MediaFile
 from sync.payloads import storable
@@ -309,25 +309,3 @@ def recheck(session: Session, project_id: int, listed: dict[str, str | None]) ->
             continue  # no way to ask cheaply whether it changed: kept until its URL does
         row.status, row.due_at = "owed", 0.0
     return damaged
-
-
-def reader(settings, storage=None, project_id: int | None = None):
-    """Images for one-off exports (``convert``, downloads of ``*_WITH_IMAGES``): the copy the
-    media sync keeps in the bucket when there is one, else a fetch from the image's source.
-    A :data:`sync.convert.MediaReader`."""
-    found = sources(settings)
-    folders = [
-        get_exporter(name).folder
-        for name in settings.export_formats
-        if get_exporter(name).media_folder
-    ]
-
-    def read(url: str, path: str) -> bytes:
-        if storage is not None and project_id is not None and settings.media:
-            for folder in folders:
-                data = storage.get(export_root(project_id, folder) + path)
-                if data is not None:
-                    return data
-        return source_for(found, url).fetch(url, None).data
-
-    return read

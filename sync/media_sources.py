@@ -21,6 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from config.settings import Settings
 from sync import outbound
 from sync.errors import AnnosyncError
+from sync.exporters import get_exporter
+from sync.exporters.files import export_root
 
 
 class MediaError(AnnosyncError):
@@ -211,3 +213,25 @@ def source_for(found: dict[str, MediaSource], url: str) -> MediaSource:
         if source.accepts(url):
             return source
     raise MediaError(f"no media source fetches {url[:80]!r}")
+
+
+def reader(settings, storage=None, project_id: int | None = None):
+    """Images for one-off exports (``convert``, downloads of ``*_WITH_IMAGES``): the copy the
+    media sync keeps in the bucket when there is one, else a fetch from the image's source.
+    A :data:`sync.convert.MediaReader`."""
+    found = sources(settings)
+    folders = [
+        get_exporter(name).folder
+        for name in settings.export_formats
+        if get_exporter(name).media_folder
+    ]
+
+    def read(url: str, path: str) -> bytes:
+        if storage is not None and project_id is not None and settings.media:
+            for folder in folders:
+                data = storage.get(export_root(project_id, folder) + path)
+                if data is not None:
+                    return data
+        return source_for(found, url).fetch(url, None).data
+
+    return read

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sync import db, documents, exports, generations, media, store, task_outputs
+from sync import db, documents, exports, generations, media, store, task_file, task_outputs
 from sync.errors import InvalidInput
 from sync.exporters import get_exporter
 from sync.exporters.capabilities import unfit_reason
@@ -160,7 +160,7 @@ def _reconcile_storage(
         for task in tasks:
             key = documents.task_key(task.id)
             doc = documents.task_document(task, annotations[task.id])
-            data = documents.encode_task(doc)
+            data = task_file.encode_task(doc)
             docs.append((doc, data))
             digests[task.id] = hashlib.sha256(data).hexdigest()
             if listed.pop(key, None) == hashlib.md5(data).hexdigest():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import SECRET, make_settings, run_worker
+from conftest import SECRET, delivery, make_settings, run_worker
 from test_incremental import _send, _tasks_created
 
 from sync import cli
@@ -122,6 +122,25 @@ def test_help_imports_nothing_heavy():
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
+
+
+def test_convert_loads_no_database_queue_or_web_library(tmp_path):
+    """A YOLO conversion runs in a process that never imports SQLAlchemy, Redis, RQ, Alembic
+    or Flask (they are what made every command take over a second to start)."""
+    source = tmp_path / "export.json"
+    task = delivery("03-ANNOTATION_CREATED")["task"]
+    source.write_bytes(orjson.dumps([{**task, "annotations": []}]))
+    argv = ["convert", str(source), "-f", "YOLO", "-o", str(tmp_path / "out")]
+    probe = (
+        "import sys; from sync import cli\n"
+        f"code = cli.main({argv!r})\n"
+        "heavy = ('sqlalchemy', 'redis', 'rq', 'alembic', 'flask', 'waitress')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.stdout.strip().splitlines()[-1] == "0 []", run.stdout + run.stderr
 
 
 def test_json_logs_are_one_redacted_object_per_line():

@@ -20,7 +20,7 @@ from redis import Redis
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from sync import admission, db, exports, media, task_outputs
+from sync import admission, db, exports, media_sources, task_outputs
 from sync.convert import context, convert
 from sync.exporters import get_exporter
 from sync.group_commit import GroupCommit
@@ -156,7 +156,8 @@ def _assert_incremental_equals_batch(rt: Runtime, tmp: Path) -> None:
         out = tmp / f"batch-{fmt}"
         ctx = context(config, exports / "yolo" / "classes.txt")
         # The images come from their source here, never from the bucket.
-        convert(root / "tasks", fmt, out, ctx, overwrite=True, media=media.reader(rt.settings))
+        images = media_sources.reader(rt.settings)
+        convert(root / "tasks", fmt, out, ctx, overwrite=True, media=images)
         if exporter.folder:
             kept = _tree(exports / exporter.folder)
             if exporter.media_folder and not getattr(exporter, "with_media", False):

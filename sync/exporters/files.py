@@ -74,3 +74,8 @@ def split_of(task_id: int, ratios: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
         if fraction < edge:
             return name
     return ratios[-1][0]
+
+
+def export_root(project_id: int, folder: str) -> str:
+    """Storage prefix of a project's format folder."""
+    return f"exports/{int(project_id)}/" + (f"{folder}/" if folder else "")

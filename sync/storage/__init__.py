@@ -1,11 +1,14 @@
-"""Target storage backends, chosen by the storage URL's scheme."""
+"""Target storage backends, chosen by the storage URL's scheme.
+
+A backend's module is imported when a URL of its scheme is first opened, so what only needs
+keys (``check_key``, the errors) never loads a backend's client library (boto3 for ``s3``).
+"""
 
 from __future__ import annotations
 
+import importlib
 from urllib.parse import unquote, urlparse
 
-from sync.storage import local as _local  # noqa: F401  (registers file://)
-from sync.storage import s3 as _s3  # noqa: F401  (registers s3://)
 from sync.storage.base import (
     StorageBackend,
     StorageError,
@@ -24,10 +27,15 @@ __all__ = [
     "put_concurrently",
 ]
 
+#: The module registering each scheme's backend (with ``@register``).
+BACKEND_MODULES = {"file": "sync.storage.local", "s3": "sync.storage.s3"}
+
 
 def open_storage(url: str, **options: object) -> StorageBackend:
     """The backend for a storage URL (``file:///path`` or ``s3://bucket/prefix``)."""
     parsed = urlparse(url)
+    if parsed.scheme in BACKEND_MODULES:
+        importlib.import_module(BACKEND_MODULES[parsed.scheme])
     if parsed.scheme == "file":
         return backend_for("file")(unquote(parsed.path), **options)
     return backend_for(parsed.scheme)(parsed.netloc, parsed.path.strip("/"), **options)
