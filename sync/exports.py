@@ -115,6 +115,10 @@ def aggregate(
     folders learn that they changed. The project's new state is only flushed at the
     commit, after the storage writes (see :class:`TaskOutputs`)."""
     with rt.sessions() as session, session.no_autoflush:
+        # One rebuild per project at a time, whatever happens to the Redis lock (a Redis
+        # restarted empty forgets it): on PostgreSQL the project's row stays locked until
+        # this rebuild commits, so a second one waits and then sees the first's result.
+        session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
         if needs_full_rebuild(session, project_id):  # mid-rebuild: it asks again when done
             return Aggregated(project_row(session, project_id).export_generation)
         # The changes this rebuild covers: counted before any fragment is read, so changes

@@ -1,0 +1,85 @@
+"""An S3 server (moto's, over HTTP) that answers each request after a fixed delay, as a real
+S3 endpoint's latency does: what dominates a worker's time in production is waiting on S3,
+not CPU. Runs in its own process so its CPU does not share the caller's interpreter.
+
+Usage: .venv/bin/python -m bench.slow_s3 --port 9000 --latency-ms 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Latency:
+    """WSGI middleware: every request waits ``seconds`` before it is served (the server is
+    threaded, so the waits overlap as they would on the network)."""
+
+    def __init__(self, app, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    def __call__(self, environ, start_response):
+        time.sleep(self.seconds)
+        return self.app(environ, start_response)
+
+
+def serve(port: int, latency_s: float) -> None:
+    app = Latency(DomainDispatcherApplication(create_backend_app), latency_s)
+    make_server("127.0.0.1", port, app, threaded=True).serve_forever()
+
+
+@contextmanager
+def slow_s3(port: int, latency_ms: float):
+    """The server's endpoint URL while it runs."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.slow_s3",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the S3 server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    serve(args.port, args.latency_ms / 1000)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
