@@ -33,13 +33,16 @@ from pathlib import Path
 import boto3
 import orjson
 import requests
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.slow_s3 import slow_s3  # noqa: E402
+from bench.slow_s3 import requests_served, slow_s3  # noqa: E402
 from bench.stack import PG_ADMIN, SECRET, PrivateRedis, fresh_pg_database, wait_ready  # noqa: E402
-from sync import launcher  # noqa: E402
+from sync import db, launcher  # noqa: E402
 
 HOOKS = ROOT / "tests/fixtures/label-studio/webhooks"
 UPDATED = json.loads((HOOKS / "05-ANNOTATION_UPDATED.json").read_text())["body"]
@@ -77,8 +80,8 @@ def make_burst(deliveries: int, tasks: int, projects: int, seed: int = 7) -> Bur
     }
     burst = Burst(imports=[], updates=[])
     for project, task_ids in ids.items():
-        rows = [{**CREATED["tasks"][0], "id": i, "inner_id": i, "data": {"image": f"s3://b/{i}.jpg"}}
-                for i in task_ids]  # fmt: skip
+        rows = [{**CREATED["tasks"][0], "id": i, "inner_id": i, "project": project,
+                 "data": {"image": f"s3://b/{i}.jpg"}} for i in task_ids]  # fmt: skip
         body = {"action": "TASKS_CREATED", "tasks": rows, "project": {**PROJECT, "id": project}}
         burst.imports.append((project, orjson.dumps(body)))
         burst.newest[project] = {}
@@ -104,6 +107,32 @@ class ScaleStack:
     s3: object
     workers: list[subprocess.Popen]
     db_url: str
+    endpoint: str = ""
+    receivers: list[subprocess.Popen] = field(default_factory=list)
+
+    def costs(self) -> dict[str, float]:
+        """Counters of the shared services and the processes' CPU, to difference: S3
+        requests, PostgreSQL commits and rows written, Redis commands, CPU seconds."""
+        with create_engine(db.normalise_url(self.db_url), poolclass=NullPool).connect() as conn:
+            commits, rows = conn.execute(text(
+                "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted "
+                "FROM pg_stat_database WHERE datname = current_database()"
+            )).one()  # fmt: skip
+        redis = Redis.from_url(self.env["REDIS_URL"])
+        return {
+            "s3_requests": sum(requests_served(self.endpoint).values()),
+            "pg_commits": commits,
+            "pg_rows": rows,
+            "redis_commands": redis.info("stats")["total_commands_processed"],
+            "receiver_cpu_s": sum(_cpu_s(p.pid) for p in self.receivers),
+            "worker_cpu_s": sum(_cpu_s(p.pid) for p in self.workers),
+        }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -139,14 +168,14 @@ def scale_stack(
                 "LOG_LEVEL": os.environ.get("ANNOSYNC_BENCH_LOG_LEVEL", "warning"),
             }
             ports = [launcher.free_port() for _ in range(receivers)]
-            for port in ports:
-                procs.append(_start(["serve", "--port", str(port)], env, tmp, f"receiver-{port}"))
+            serving = [_start(["serve", "--port", str(p)], env, tmp, f"serve-{p}") for p in ports]
+            procs += serving
             bases = [f"http://127.0.0.1:{port}" for port in ports]
             for base in bases:
                 wait_ready(base + "/readyz")
             started = [_start(["worker"], env, tmp, f"worker-{n}") for n in range(workers)]
             procs += started
-            yield ScaleStack(bases, env, s3, started, db_url)
+            yield ScaleStack(bases, env, s3, started, db_url, endpoint, serving)
     finally:
         launcher.terminate(procs)
         redis.stop()
@@ -237,20 +266,37 @@ def problems(s: ScaleStack, burst: Burst) -> list[str]:
 
 def run(workers: int, deliveries: int, tasks: int, projects: int, receivers: int = 2,
         latency_ms: float = 20, timeout_s: float = 600) -> dict:  # fmt: skip
+    """Two figures: the burst sent while the workers drain (what a user sees: the time until
+    a burst is in the exports), and the drain alone (the burst recorded with the workers
+    stopped, then timed from their start: the workers' own throughput, without the
+    sender and the receivers competing for this machine's CPU)."""
     burst = make_burst(deliveries, tasks, projects)
     with scale_stack(workers, receivers, latency_ms) as s:
         send(s.bases, burst.imports)
-        imported = Burst(burst.imports, [], {p: {} for p in burst.newest})
         deadline = time.monotonic() + timeout_s
-        while not all(_get(s.s3, f"exports/{p}/manifest.jsonl") for p in imported.newest):
+        while not all(_get(s.s3, f"exports/{p}/manifest.jsonl") for p in burst.newest):
             if time.monotonic() > deadline:
                 raise TimeoutError("the imports were not exported")
             time.sleep(0.2)
+        time.sleep(2)  # the imports' aggregates and the start-up resync settle
+        before = s.costs()
         start = time.perf_counter()
         send(s.bases, burst.updates)
         sent = time.perf_counter() - start
         settled = wait_final(s, burst, timeout_s) + sent
+        time.sleep(1)  # PostgreSQL publishes its statistics within a second
+        after = s.costs()
         wrong = problems(s, burst)
+    drain = make_burst(deliveries, tasks, projects, seed=8)
+    with scale_stack(0, receivers, latency_ms) as s:  # recorded first, no worker running
+        send(s.bases, drain.imports)
+        send(s.bases, drain.updates)
+        start = time.perf_counter()
+        s.workers[:] = [_start(["worker"], s.env, Path(s.env["ANNOSYNC_DATA_DIR"]), f"w{n}")
+                        for n in range(workers)]  # fmt: skip
+        wait_final(s, drain, timeout_s)
+        drained = time.perf_counter() - start
+        wrong += problems(s, drain)
     return {
         "workers": workers,
         "receivers": receivers,
@@ -258,6 +304,8 @@ def run(workers: int, deliveries: int, tasks: int, projects: int, receivers: int
         "sent_s": round(sent, 2),
         "final_s": round(settled, 2),
         "per_s": round(deliveries / settled),
+        "drain_only_s": round(drained, 2),
+        "per_delivery": {k: round((after[k] - before[k]) / deliveries, 4) for k in after},
         "problems": wrong,
     }
 
@@ -273,15 +321,21 @@ def main() -> int:
     args = parser.parse_args()
     results = []
     head = f"{'workers':>7}  {'sent s':>7}  {'final s':>8}  {'deliveries/s':>12}  {'speed-up':>8}"
-    print(head + "  problems")
+    print(head + f"  {'drain only s':>12}  {'speed-up':>8}  problems")
     for n in args.workers:
         r = run(n, args.deliveries, args.tasks, args.projects, args.receivers, args.latency_ms)
         results.append(r)
         speedup = results[0]["final_s"] / r["final_s"]
+        drain_up = results[0]["drain_only_s"] / r["drain_only_s"]
         print(f"{n:>7}  {r['sent_s']:>7}  {r['final_s']:>8}  {r['per_s']:>12}  "
-              f"{speedup:>7.2f}x  {len(r['problems'])}", flush=True)  # fmt: skip
+              f"{speedup:>7.2f}x  {r['drain_only_s']:>12}  {drain_up:>7.2f}x  "
+              f"{len(r['problems'])}", flush=True)  # fmt: skip
         for line in r["problems"][:5]:
             print("         " + line)
+    print("\nper delivery (the 4-worker run's costs are what docs/scaling.md quotes):")
+    for r in results:
+        costs = ", ".join(f"{k} {v}" for k, v in r["per_delivery"].items())
+        print(f"  {r['workers']} workers: {costs}")
     out = ROOT / "bench/results/scale_out.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

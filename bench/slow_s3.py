@@ -8,9 +8,12 @@ Usage: .venv/bin/python -m bench.slow_s3 --port 9000 --latency-ms 20
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,16 +24,32 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parents[1]
 
 
+STATS_PATH = "/_requests"  # GET: the requests served so far, by method (JSON)
+
+
 class Latency:
     """WSGI middleware: every request waits ``seconds`` before it is served (the server is
-    threaded, so the waits overlap as they would on the network)."""
+    threaded, so the waits overlap as they would on the network), and is counted."""
 
     def __init__(self, app, seconds: float) -> None:
         self.app, self.seconds = app, seconds
+        self.counts: Counter[str] = Counter()
+        self.guard = threading.Lock()
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == STATS_PATH:
+            body = json.dumps(self.counts).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        with self.guard:
+            self.counts[environ.get("REQUEST_METHOD", "?")] += 1
         time.sleep(self.seconds)
         return self.app(environ, start_response)
+
+
+def requests_served(endpoint: str) -> Counter:
+    """The S3 requests the server has answered, by HTTP method."""
+    return Counter(requests.get(endpoint + STATS_PATH, timeout=5).json())
 
 
 def serve(port: int, latency_s: float) -> None:

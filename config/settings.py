@@ -375,6 +375,14 @@ SETTINGS: tuple[Setting, ...] = (
         "5",
         "Attempts to apply a delivery before it is marked failed.",
     ),
+    Setting(
+        "ANNOSYNC_INBOX_KEEP_HOURS",
+        "inbox_keep_hours",
+        values.non_negative_float,
+        "168",
+        "Applied and ignored deliveries leave the inbox this long after they arrived (failed"
+        " and rejected ones stay until replayed); 0 keeps every delivery.",
+    ),
     Setting("ANNOSYNC_QUEUE", "queue_name", values.text, "annosync", "Name of the RQ queue."),
     Setting(
         "LOG_LEVEL",
@@ -444,6 +452,7 @@ class Settings:
     sweep_interval_s: float
     resync_interval_s: float
     max_attempts: int
+    inbox_keep_hours: float
     queue_name: str
     log_level: str
     log_format: str

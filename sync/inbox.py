@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -161,3 +161,23 @@ def list_deliveries(session: Session, status: str | None = None, limit: int = 10
     if status:
         query = query.where(Delivery.status == status)
     return list(session.scalars(query))
+
+
+PRUNE_BATCH = 10_000
+
+
+def prune(session: Session, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete up to ``batch`` applied or ignored deliveries received before ``older_than``;
+    how many. Failed and rejected ones stay (they wait for a replay), and so do pending ones.
+    A redelivery of a pruned one is recorded again: applying it changes nothing, since every
+    delivery is order-safe (the newest ``updated_at`` wins, deletes leave tombstones)."""
+    doomed = (
+        select(Delivery.id)
+        .where(Delivery.status.in_((APPLIED, IGNORED)), Delivery.received_at < older_than)
+        .order_by(Delivery.id)
+        .limit(batch)
+    )
+    ids = list(session.scalars(doomed))
+    if ids:
+        session.execute(delete(Delivery).where(Delivery.id.in_(ids)))
+    return len(ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 
 from redis.exceptions import RedisError
 from rq import Queue, Retry
@@ -83,6 +84,31 @@ def schedule_resyncs(rt: Runtime) -> int:
     return queued
 
 
+PRUNE_EVERY_S = 600  # one worker of the instance prunes the inbox this often
+PRUNE_BATCHES = 10  # at most this many batches of 10,000 per round: short transactions
+
+
+def prune_inbox(rt: Runtime, now: datetime | None = None) -> int:
+    """Delete the applied and ignored deliveries older than ``ANNOSYNC_INBOX_KEEP_HOURS``
+    (one worker per round, every ``PRUNE_EVERY_S``); how many."""
+    hours = rt.settings.inbox_keep_hours
+    key = f"annosync:inbox-pruned:{rt.settings.queue_name}"
+    if not hours or not rt.worker_redis.set(key, b"1", nx=True, ex=PRUNE_EVERY_S):
+        return 0
+    older_than = (now or datetime.now(UTC)) - timedelta(hours=hours)
+    pruned = 0
+    for _ in range(PRUNE_BATCHES):
+        with rt.sessions() as session:
+            deleted = inbox.prune(session, older_than)
+            session.commit()
+        pruned += deleted
+        if deleted < inbox.PRUNE_BATCH:
+            break
+    if pruned:
+        log.info("inbox: %s deliveries older than %s h removed", pruned, hours)
+    return pruned
+
+
 def sweep_forever(rt: Runtime, stop) -> None:
     """Run :func:`sweep` every ``ANNOSYNC_SWEEP_INTERVAL_S`` until ``stop`` is set, queue the
     periodic resyncs that are due, and the trigger deliveries and triggers that are due."""
@@ -91,6 +117,7 @@ def sweep_forever(rt: Runtime, stop) -> None:
             sweep(rt)
             schedule_resyncs(rt)
             triggers.sweep(rt)
+            prune_inbox(rt)
         except (Unavailable, StorageError, RedisError) as exc:
             log.warning("sweep failed, will retry: %s", exc)
         except Exception:
