@@ -1,6 +1,7 @@
 """Full conversion of generated projects: annosync convert vs label-studio-sdk's converter.
 
-Side by side in one run, each in its own process (wall time and peak RSS of that process).
+Side by side in one run, each in its own process: wall time, CPU time and peak RSS of that
+process, each the median of 3 runs.
 Usage: .venv/bin/python bench/convert.py [--tasks 10000 100000] [--formats YOLO COCO]
        .venv/bin/python bench/convert.py --all-formats --tasks 10000 --no-sdk
 (--all-formats: every format on a project it fits: image, text NER, audio, brush masks)
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -191,19 +193,27 @@ def brush_corpus(path: Path, n: int) -> None:
 PEAK = (
     "import resource, subprocess, sys; "
     "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(u.ru_utime + u.ru_stime, u.ru_maxrss)"
 )
+RUNS = 3  # each figure is the median of this many runs
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process (measured by a wrapper process
-    of its own, so earlier runs do not count)."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", PEAK, *command], check=True, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    return wall, int(done.stdout.split()[-1]) / 1024
+def measure(command: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, children included) and peak RSS (MB) of a
+    command, each the median of ``RUNS`` runs (a wrapper process per run, so earlier runs
+    do not count)."""
+    walls, cpus, peaks = [], [], []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK, *command], check=True, capture_output=True, text=True
+        )
+        walls.append(time.perf_counter() - start)
+        cpu, peak = done.stdout.split()[-2:]
+        cpus.append(float(cpu))
+        peaks.append(int(peak) / 1024)
+    return statistics.median(walls), statistics.median(cpus), statistics.median(peaks)
 
 
 def main() -> None:
@@ -235,13 +245,15 @@ def main() -> None:
                         f"{tmp}/ours-{n}-{fmt}",
                         "-c",
                         str(CONFIG),
+                        "--overwrite",
                     ]
                 )
                 row = {
                     "tasks": n,
                     "format": fmt,
                     "annosync_s": round(ours[0], 2),
-                    "annosync_peak_mb": round(ours[1]),
+                    "annosync_cpu_s": round(ours[1], 2),
+                    "annosync_peak_mb": round(ours[2]),
                 }
                 if not args.no_sdk:
                     theirs = measure(
@@ -257,8 +269,9 @@ def main() -> None:
                     )
                     row.update(
                         sdk_s=round(theirs[0], 2),
-                        sdk_peak_mb=round(theirs[1]),
-                        speedup=round(theirs[0] / ours[0], 1),
+                        sdk_cpu_s=round(theirs[1], 2),
+                        sdk_peak_mb=round(theirs[2]),
+                        speedup_cpu=round(theirs[1] / ours[1], 1),
                     )
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -268,7 +281,7 @@ def main() -> None:
 
 def _ours(source: Path, fmt: str, out: str, config: Path) -> list[str]:
     command = [sys.executable, "-m", "sync.cli", "convert", str(source), "-f", fmt]
-    return [*command, "-o", out, "-c", str(config)]
+    return [*command, "-o", out, "-c", str(config), "--overwrite"]
 
 
 def all_formats(sizes: list[int], json_out: str | None) -> None:
@@ -288,7 +301,8 @@ def all_formats(sizes: list[int], json_out: str | None) -> None:
                 source = Path(tmp) / f"{kind}-{n}.json"
                 make(source, n)
                 for fmt in formats:
-                    wall, peak = measure(_ours(source, fmt, f"{tmp}/{kind}-{n}-{fmt}", config))
+                    out = f"{tmp}/{kind}-{n}-{fmt}"
+                    wall, _cpu, peak = measure(_ours(source, fmt, out, config))
                     row = {"tasks": n, "project": kind, "format": fmt}
                     row.update(annosync_s=round(wall, 2), annosync_peak_mb=round(peak))
                     rows.append(row)

@@ -143,6 +143,7 @@ def scale_stack(
     PostgreSQL database, a private Redis and a slow S3 server."""
     tmp = Path(tempfile.mkdtemp(prefix="annosync-scale-"))
     procs: list[subprocess.Popen] = []
+    handle: ScaleStack | None = None
     redis = PrivateRedis(tmp)
     try:
         with (
@@ -174,10 +175,11 @@ def scale_stack(
             for base in bases:
                 wait_ready(base + "/readyz")
             started = [_start(["worker"], env, tmp, f"worker-{n}") for n in range(workers)]
-            procs += started
-            yield ScaleStack(bases, env, s3, started, db_url, endpoint, serving)
+            handle = ScaleStack(bases, env, s3, started, db_url, endpoint, serving)
+            yield handle
     finally:
-        launcher.terminate(procs)
+        # the workers are the handle's: a caller may start them later (the drain-only run)
+        launcher.terminate(procs + (handle.workers if handle else []))
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

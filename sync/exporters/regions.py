@@ -30,6 +30,7 @@ class Region:
     rotation: float = 0.0
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # x, y, w, h (unrotated)
     parent: str = ""  # a key point's box (Label Studio's parentID), if any
+    bounds: tuple[float, float, float, float] | None = None  # enclosing_box's, once computed
 
 
 def strings(value: Any) -> list[str]:
@@ -151,7 +152,17 @@ def _box(rid: str, label: str, value: dict, width: float, height: float) -> Regi
 
 
 def enclosing_box(region: Region) -> tuple[float, float, float, float]:
-    """Axis-aligned ``x, y, w, h`` around the region, clipped to the image."""
-    xs = [min(max(px, 0.0), region.width) for px, _ in region.points]
-    ys = [min(max(py, 0.0), region.height) for _, py in region.points]
-    return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+    """Axis-aligned ``x, y, w, h`` around the region, clipped to the image (computed once
+    per region: every exporter and the emptiness check ask for it)."""
+    if region.bounds is None:
+        xs = [px for px, _ in region.points]
+        ys = [py for _, py in region.points]
+        # clipping is monotonic: clip(min) == min(clip), so clip the extremes only
+        left, right = _clip(min(xs), region.width), _clip(max(xs), region.width)
+        top, bottom = _clip(min(ys), region.height), _clip(max(ys), region.height)
+        region.bounds = (left, top, right - left, bottom - top)
+    return region.bounds
+
+
+def _clip(value: float, limit: float) -> float:
+    return 0.0 if value < 0.0 else limit if value > limit else value
