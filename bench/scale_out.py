@@ -40,14 +40,11 @@ from sqlalchemy.pool import NullPool
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import CREATED, PROJECT, UPDATED  # noqa: E402
 from bench.slow_s3 import requests_served, slow_s3  # noqa: E402
 from bench.stack import PG_ADMIN, SECRET, PrivateRedis, fresh_pg_database, wait_ready  # noqa: E402
 from sync import db, launcher  # noqa: E402
 
-HOOKS = ROOT / "tests/fixtures/label-studio/webhooks"
-UPDATED = json.loads((HOOKS / "05-ANNOTATION_UPDATED.json").read_text())["body"]
-CREATED = json.loads((HOOKS / "01-TASKS_CREATED.json").read_text())["body"]
-PROJECT = json.loads((HOOKS / "15-PROJECT_UPDATED.json").read_text())["body"]["project"]
 BUCKET, PREFIX = "annosync-scale", "bucket"
 GOALS = {"speedup_1_to_2": 1.6, "final_s_4_workers": 30.0}
 

@@ -210,31 +210,29 @@ def _triggers(session) -> Iterator[Metric]:
     yield attempts
 
 
-def _storage_errors(rt: Runtime) -> Iterator[Metric]:
-    errors = CounterMetricFamily(
-        "annosync_storage_errors",
-        "Failed operations on the target storage, by operation (all processes)",
-        labels=["operation"],
-    )
-    counted = rt.redis.hgetall(rt.metrics_key("storage-errors"))
-    for operation in sorted(OPERATIONS):
-        errors.add_metric([operation], int(counted.get(operation.encode(), 0)))
-    yield errors
-
-
 MEDIA_OUTCOMES = ("fetched", "copied", "not_modified", "failed")
 
 
+def _storage_errors(rt: Runtime) -> Iterator[Metric]:
+    help_ = "Failed operations on the target storage, by operation (all processes)"
+    yield _shared_counter(rt, "storage-errors", "annosync_storage_errors", help_,
+                          "operation", sorted(OPERATIONS))  # fmt: skip
+
+
 def _media_fetches(rt: Runtime) -> Iterator[Metric]:
-    fetches = CounterMetricFamily(
-        "annosync_media_fetches",
-        "Media fetch attempts by outcome (copied: server-side; not_modified: an ETag matched)",
-        labels=["outcome"],
-    )
-    counted = rt.redis.hgetall(rt.metrics_key("media-fetches"))
-    for outcome in MEDIA_OUTCOMES:
-        fetches.add_metric([outcome], int(counted.get(outcome.encode(), 0)))
-    yield fetches
+    help_ = "Media fetch attempts by outcome (copied: server-side; not_modified: an ETag matched)"
+    yield _shared_counter(rt, "media-fetches", "annosync_media_fetches", help_,
+                          "outcome", MEDIA_OUTCOMES)  # fmt: skip
+
+
+def _shared_counter(rt: Runtime, key: str, name: str, help_: str, label: str, values) -> Metric:
+    """A counter that every process adds to in Redis, one series per label value
+    (every value listed, 0 included, so rates start from the first scrape)."""
+    family = CounterMetricFamily(name, help_, labels=[label])
+    counted = rt.redis.hgetall(rt.metrics_key(key))
+    for value in values:
+        family.add_metric([value], int(counted.get(value.encode(), 0)))
+    return family
 
 
 def _workers(rt: Runtime) -> Iterator[Metric]:
