@@ -106,6 +106,7 @@ class ScaleStack:
     db_url: str
     endpoint: str = ""
     receivers: list[subprocess.Popen] = field(default_factory=list)
+    redis: PrivateRedis | None = None
 
     def costs(self) -> dict[str, float]:
         """Counters of the shared services and the processes' CPU, to difference: S3
@@ -172,13 +173,20 @@ def scale_stack(
             for base in bases:
                 wait_ready(base + "/readyz")
             started = [_start(["worker"], env, tmp, f"worker-{n}") for n in range(workers)]
-            handle = ScaleStack(bases, env, s3, started, db_url, endpoint, serving)
+            handle = ScaleStack(bases, env, s3, started, db_url, endpoint, serving, redis)
             yield handle
     finally:
         # the workers are the handle's: a caller may start them later (the drain-only run)
         launcher.terminate(procs + (handle.workers if handle else []))
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_worker(s: ScaleStack, name: str) -> subprocess.Popen:
+    """One more ``annosync worker`` on the stack (stopped with it)."""
+    worker = _start(["worker"], s.env, Path(s.env["ANNOSYNC_DATA_DIR"]), name)
+    s.workers.append(worker)
+    return worker
 
 
 def _start(argv: list[str], env: dict, tmp: Path, name: str) -> subprocess.Popen:

@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 STATS_PATH = "/_requests"  # GET: the requests served so far, by method (JSON)
+OUTAGE_PATH = "/_outage"  # GET ?on=1: every request answers 503 until ?on=0
+SLOW_DOWN = (
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
 
 
 class Latency:
@@ -35,16 +39,30 @@ class Latency:
         self.app, self.seconds = app, seconds
         self.counts: Counter[str] = Counter()
         self.guard = threading.Lock()
+        self.down = False
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == STATS_PATH:
+        path = environ.get("PATH_INFO")
+        if path == STATS_PATH:
             body = json.dumps(self.counts).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
+        if path == OUTAGE_PATH:
+            self.down = "on=1" in environ.get("QUERY_STRING", "")
+            start_response("204 No Content", [])
+            return [b""]
         with self.guard:
             self.counts[environ.get("REQUEST_METHOD", "?")] += 1
         time.sleep(self.seconds)
+        if self.down:  # what S3 answers when it sheds load
+            start_response("503 Slow Down", [("Content-Type", "application/xml")])
+            return [SLOW_DOWN]
         return self.app(environ, start_response)
+
+
+def outage(endpoint: str, down: bool) -> None:
+    """Make the server answer 503 to everything (``down``), or serve again."""
+    requests.get(f"{endpoint}{OUTAGE_PATH}?on={int(down)}", timeout=5).raise_for_status()
 
 
 def requests_served(endpoint: str) -> Counter:
