@@ -210,10 +210,10 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
     the digests cannot vouch for what storage holds."""
     root = export_root(ctx.project_id, exporter.folder)
     ids = [task_id for task_id, _ in rendered] + list(deleted)
-    previous = {
+    previous = {  # plain rows, not ORM objects: they are only read, and replaced in SQL
         row.task_id: row
-        for row in session.scalars(
-            select(ExportFragment).where(
+        for row in session.execute(
+            select(ExportFragment.task_id, ExportFragment.files, ExportFragment.fragment).where(
                 ExportFragment.project_id == ctx.project_id,
                 ExportFragment.format == exporter.name,
                 ExportFragment.task_id.in_(ids),
