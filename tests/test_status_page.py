@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Receiver, delivery, make_settings, run_worker
 
-from sync import inbox
+from sync import inbox, launcher
 from sync.models import Delivery
 from sync.runtime import Runtime, set_runtime
 
@@ -212,3 +212,18 @@ def test_in_a_browser_lag_moves_and_a_failed_delivery_is_replayed(browser, serve
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
     phone.screenshot(path=str(ARTIFACTS / "status-phone.png"), full_page=True)
+
+
+def test_a_database_outage_is_a_page_that_says_so(tmp_path, redis_url):
+    dead = f"postgresql://postgres@127.0.0.1:{launcher.free_port()}/test"
+    receiver = Receiver(Runtime(make_settings(tmp_path, dead, redis_url, api_token=TOKEN)))
+    try:
+        signed = receiver.http.post(receiver.base + "/status/login", data={"token": TOKEN},
+                                    allow_redirects=False, timeout=10)  # fmt: skip
+        assert signed.status_code == 302  # signing in needs no database
+        answer = receiver.get("/status")
+    finally:
+        receiver.close()
+    assert answer.status_code == 503
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert "The database or Redis does not answer" in answer.text
