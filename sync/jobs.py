@@ -204,9 +204,11 @@ def _apply_pending(rt: Runtime, project_id: int | None, lock) -> int:
             pushed = [d for d in batch if d not in pulls]
             applied += _apply_batch(session, pushed, options, rt.settings.max_attempts, skip)
             session.commit()  # before any network call: never hold the write lock over HTTP
-            metrics.observe_applied(rt, [d.received_at for d in pushed if d.id not in skip])
-            if pulls:
-                applied += _pull(rt, session, project_id, pulls, skip)
+            received = [d.received_at for d in pushed if d.id not in skip]
+            if pulls and _pull(rt, session, project_id, pulls, skip):  # all of them, or none
+                applied += len(pulls)
+                received += [d.received_at for d in pulls]
+            metrics.observe_applied(rt, project_id, received)
             lock.renew()
     return applied
 

@@ -35,10 +35,12 @@ from sync.storage.observed import OPERATIONS
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def observe_applied(rt: Runtime, received: list[datetime]) -> None:
-    """Count deliveries just applied into the apply-latency histogram (recorded -> applied),
-    kept in Redis so every worker adds to one histogram. Best effort: a Redis outage loses
-    these counts, never a delivery."""
+def observe_applied(rt: Runtime, project_id: int | None, received: list[datetime]) -> None:
+    """Count deliveries of a project just applied, and add them to the apply-latency
+    histogram (recorded -> applied), kept in Redis so every worker adds to one count. (Not
+    counted from the inbox: applied deliveries leave it after ANNOSYNC_INBOX_KEEP_HOURS, and
+    a counter must never go down.) Best effort: a Redis outage loses these counts, never a
+    delivery."""
     if not received:
         return
     now = datetime.now(UTC)
@@ -55,6 +57,7 @@ def observe_applied(rt: Runtime, received: list[datetime]) -> None:
         for field, count in fields.items():
             pipe.hincrby(rt.metrics_key("apply-latency"), field, count)
         pipe.hincrbyfloat(rt.metrics_key("apply-latency"), "sum", total)
+        pipe.hincrby(rt.metrics_key("applied"), _project(project_id), len(received))
         pipe.execute()
     except RedisError:
         pass
@@ -118,9 +121,9 @@ def _project(value) -> str:
 
 def _deliveries(session) -> Iterator[Metric]:
     by_status = session.execute(
-        select(
-            Delivery.project_id, Delivery.status, func.count(), func.min(Delivery.received_at)
-        ).group_by(Delivery.project_id, Delivery.status)
+        select(Delivery.project_id, Delivery.status, func.count(), func.min(Delivery.received_at))
+        .where(Delivery.status.in_(("pending", "failed")))  # indexed: applied ones not read
+        .group_by(Delivery.project_id, Delivery.status)
     ).all()
     pending = GaugeMetricFamily(
         "annosync_pending_deliveries", "Deliveries recorded, not yet applied", labels=["project"]
@@ -133,9 +136,6 @@ def _deliveries(session) -> Iterator[Metric]:
     failed = GaugeMetricFamily(
         "annosync_failed_deliveries", "Deliveries that failed every attempt", labels=["project"]
     )
-    applied = CounterMetricFamily(
-        "annosync_deliveries_applied", "Deliveries applied to the store", labels=["project"]
-    )
     now = datetime.now(UTC)
     for project_id, status, count, first in by_status:
         label = [_project(project_id)]
@@ -143,11 +143,9 @@ def _deliveries(session) -> Iterator[Metric]:
             pending.add_metric(label, count)
             first = first if first.tzinfo else first.replace(tzinfo=UTC)  # SQLite drops it
             oldest.add_metric(label, max(0.0, (now - first).total_seconds()))
-        elif status == "failed":
+        else:
             failed.add_metric(label, count)
-        elif status == "applied":
-            applied.add_metric(label, count)
-    yield from (pending, oldest, failed, applied)
+    yield from (pending, oldest, failed)
 
 
 def _exports(session) -> Iterator[Metric]:
@@ -213,6 +211,15 @@ def _triggers(session) -> Iterator[Metric]:
 MEDIA_OUTCOMES = ("fetched", "copied", "not_modified", "failed")
 
 
+def _applied(rt: Runtime) -> Iterator[Metric]:
+    applied = CounterMetricFamily(
+        "annosync_deliveries_applied", "Deliveries applied to the store", labels=["project"]
+    )
+    for project, count in sorted(rt.redis.hgetall(rt.metrics_key("applied")).items()):
+        applied.add_metric([project.decode()], int(count))
+    yield applied
+
+
 def _storage_errors(rt: Runtime) -> Iterator[Metric]:
     help_ = "Failed operations on the target storage, by operation (all processes)"
     yield _shared_counter(rt, "storage-errors", "annosync_storage_errors", help_,
@@ -240,7 +247,8 @@ def _workers(rt: Runtime) -> Iterator[Metric]:
     redis_up = GaugeMetricFamily("annosync_redis_up", "1 when Redis answered this scrape")
     try:
         workers.add_metric([], Worker.count(connection=rt.redis))
-        latency = list(_latency(rt)) + list(_storage_errors(rt)) + list(_media_fetches(rt))
+        latency = list(_latency(rt)) + list(_applied(rt)) + list(_storage_errors(rt))
+        latency += list(_media_fetches(rt))
     except RedisError:
         redis_up.add_metric([], 0)
     else:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from conftest import Receiver, delivery, make_settings, run_worker, task_file
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select, update
 
 from sync import inbox, sweeper
+from sync.metrics import StateCollector
 from sync.models import Delivery
 from sync.runtime import Runtime, set_runtime
 
@@ -70,9 +72,16 @@ def test_a_pruned_delivery_sent_again_is_recorded_and_harmless(tmp_path, sqlite_
             )
             session.commit()
         assert sweeper.prune_inbox(rt) == 2
+        assert _applied_total(rt) == 2  # a counter: pruning the inbox never lowers it
         assert receiver.post(older).json()["status"] == "queued"  # no longer a duplicate
         run_worker(rt)
         assert task_file(rt, 1) == before  # the older state does not come back
     finally:
         receiver.close()
         set_runtime(None)
+
+
+def _applied_total(rt: Runtime) -> float | None:
+    registry = CollectorRegistry()
+    registry.register(StateCollector(rt))
+    return registry.get_sample_value("annosync_deliveries_applied_total", {"project": "1"})
