@@ -20,6 +20,17 @@ def port_number(value: str) -> int:
     return int(value)
 
 
+def seconds(value: str) -> float:
+    """A finite number of seconds, >= 0 (an argparse type)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {value!r}")
+    return number
+
+
 def generation_number(value: str) -> int | None:
     """``latest`` or a generation number (argparse type)."""
     if value == "latest":
@@ -121,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "connect", "cli_ops:cmd_connect", "add a webhook to annosync to every Label Studio project"
     )
     conn.add_argument("--receiver-url", required=True, help="annosync as Label Studio reaches it")
-    conn.add_argument("--watch", type=float, default=0, metavar="S", help="repeat every S seconds")
+    conn.add_argument("--watch", type=seconds, default=0, metavar="S", help="repeat every S s")
     gens = add("generations", None, "pinned dataset generations")
     gsub = gens.add_subparsers(dest="generations_command", required=True)
     glist = add("list", "cli_ci:cmd_generations_list", "the retained generations", parent=gsub)

@@ -62,6 +62,11 @@ def test_connect_says_what_is_missing_in_one_line(fake_ls, monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "annosync: --receiver-url must be an http(s) URL, not 'annosync:8080'\n"
     )
+    for bad in ("-5", "nan", "soon"):
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["connect", "--receiver-url", "http://a:1", "--watch", bad])
+        assert refused.value.code == 2
+        assert "--watch: must be a number of seconds >= 0" in capsys.readouterr().err
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     assert cli.main(["connect", "--receiver-url", "http://a:1"]) == 2
     assert "connect needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY" in capsys.readouterr().err
