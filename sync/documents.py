@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from sync.models import Annotation, Task
@@ -41,8 +41,9 @@ def live_annotations(session: Session, task_ids: Iterable[int]) -> dict[int, lis
     return found
 
 
-def task_document(task: Task, annotations: list[dict[str, Any]]) -> dict[str, Any]:
-    """The task as an entry of Label Studio's JSON export, with all its annotations."""
+def task_document(task: Task | Row, annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task as an entry of Label Studio's JSON export, with all its annotations (of
+    ``task``, only ``id`` and ``body`` are read)."""
     body = orjson.loads(task.body)
     doc: dict[str, Any] = {
         "id": task.id,
@@ -66,8 +67,8 @@ def project_documents(session: Session, project_id: int, batch: int = 500):
     rows at a time."""
     last_id = 0
     while tasks := list(
-        session.scalars(
-            select(Task)
+        session.execute(  # plain (id, body) rows: task_document reads no more of a Task
+            select(Task.id, Task.body)
             .where(Task.project_id == project_id, Task.deleted.is_(False), Task.id > last_id)
             .order_by(Task.id)
             .limit(batch)

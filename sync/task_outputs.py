@@ -45,6 +45,8 @@ class TaskOutputs:
     project: Project
     writes: list[tuple[str, bytes]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    # (format, ids of the tasks whose fragments are replaced, their new rows): unchanged
+    # fragments are not rewritten, and a deleted task's has no new row.
     fragments: list[tuple[str, list[int], list[dict[str, Any]]]] = field(default_factory=list)
     changed: int = 0
     classes: str = ""
@@ -56,6 +58,8 @@ class TaskOutputs:
         tasks could not be exported and why."""
         _record_failures(session, self.exported, self.failed)
         for name, ids, rows in self.fragments:
+            if not ids:
+                continue
             session.execute(
                 delete(ExportFragment)
                 .where(
@@ -220,7 +224,7 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
             )
         )
     }
-    rows = []
+    rows, replaced = [], list(deleted)
     for task_id, out in rendered:
         digests = {
             root + path: hashlib.sha256(data).hexdigest() for path, data in out.files.items()
@@ -228,8 +232,11 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
         old = previous.get(task_id)
         old_digests = orjson.loads(old.files) if old else {}
         outputs.writes += [(root + path, data) for path, data in out.files.items()]
+        if old is not None and old.fragment == out.fragment and old_digests == digests:
+            continue  # its row already says this (a rebuild re-renders mostly the same)
         outputs.stale += [key for key in old_digests if key not in digests]
-        outputs.changed += old is None or old.fragment != out.fragment or old_digests != digests
+        outputs.changed += 1
+        replaced.append(task_id)
         rows.append(
             {
                 "project_id": ctx.project_id,
@@ -243,7 +250,7 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
         if task_id in previous:
             outputs.stale += list(orjson.loads(previous[task_id].files))
             outputs.changed += 1
-    outputs.fragments.append((exporter.name, ids, rows))
+    outputs.fragments.append((exporter.name, replaced, rows))
 
 
 def rebuild_project(

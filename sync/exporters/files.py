@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 from posixpath import basename, splitext
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -48,6 +49,7 @@ def url_path(url: str) -> str:
     return unquote(path or "")
 
 
+@lru_cache(maxsize=4096)  # every format of a task, and its media, ask in turn
 def file_stem(task_id: int, url: str) -> tuple[str, str]:
     """A safe, stable, collision-free file stem and the image extension.
 
@@ -63,6 +65,7 @@ def file_stem(task_id: int, url: str) -> tuple[str, str]:
     return f"{int(task_id)}__{stem}", ext
 
 
+@lru_cache(maxsize=4096)  # a sha256 per call; the formats of a task ask in turn
 def split_of(task_id: int, ratios: tuple[tuple[str, float], ...] = DEFAULT_SPLIT) -> str:
     """The task's split: a pure function of its id, so it never moves as the project grows."""
     digest = hashlib.sha256(f"annosync-split:{int(task_id)}".encode()).digest()

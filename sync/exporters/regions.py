@@ -58,15 +58,29 @@ def chosen_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def regions(task: dict[str, Any]) -> list[Region]:
-    """The labelled regions of the chosen annotation, in result order."""
+def regions(task: dict[str, Any]) -> tuple[Region, ...]:
+    """The labelled regions of the chosen annotation, in result order.
+
+    Every kept-fresh format of a task asks for them in turn: the last task's are kept and
+    handed out again while the caller passes the same dict (held here, so its id cannot be
+    reused). Exporters treat a task and its regions as read-only, which makes that safe; a
+    region's only mutable field, ``bounds``, is a cache of a pure function of it."""
+    global _last_regions
+    last = _last_regions  # one read: a thread sees a whole (task, regions) pair
+    if last[0] is task:
+        return last[1]
     annotation = chosen_annotation(task)
     found = []
     for item in (annotation or {}).get("result") or []:
         region = region_of(item)
         if region is not None and _inside(region):
             found.append(region)
-    return found
+    result = tuple(found)
+    _last_regions = (task, result)
+    return result
+
+
+_last_regions: tuple[Any, tuple[Region, ...]] = (None, ())
 
 
 #: Image sides from this size on are not believed (a hostile result's 1.8e19 stays out).
