@@ -93,19 +93,25 @@ def note_tasks(
     ids = [d["id"] for d in docs] + deleted
     if not ids:
         return False
+    settled = _settled(session, ids)
+    wants = {doc["id"]: wanted(project_id, doc, config, folders) for doc in docs}
+    # Only the rows that change are loaded as objects (a rebuild changes few of 100k).
+    changing = [i for i, want in wants.items() if settled.get(i) != want or not all(want)]
     rows = {
         row.task_id: row
-        for row in session.scalars(select(MediaFile).where(MediaFile.task_id.in_(ids)))
+        for row in session.scalars(
+            select(MediaFile).where(MediaFile.task_id.in_([*changing, *deleted]))
+        )
     }
     owed = False
-    for doc in docs:
-        url, keys = wanted(project_id, doc, config, folders)
-        row = rows.get(doc["id"])
+    for task_id in changing:
+        url, keys = wants[task_id]
+        row = rows.get(task_id)
         if not url or not keys:
             owed |= _forget(session, row)
             continue
         if row is None:
-            row = MediaFile(task_id=doc["id"], project_id=project_id, written="[]", attempts=0)
+            row = MediaFile(task_id=task_id, project_id=project_id, written="[]", attempts=0)
             session.add(row)
         if row.url != url or orjson.loads(row.keys or "[]") != keys or row.status == "gone":
             if row.url != url:
@@ -116,6 +122,17 @@ def note_tasks(
     for task_id in deleted:
         owed |= _forget(session, rows.get(task_id))
     return owed
+
+
+def _settled(session: Session, ids: list[int]) -> dict[int, tuple[str, list[str]]]:
+    """``task id -> (url, keys)`` of the rows not gone: a task that still wants exactly
+    these needs nothing done to its row."""
+    found = session.execute(
+        select(MediaFile.task_id, MediaFile.url, MediaFile.keys).where(
+            MediaFile.task_id.in_(ids), MediaFile.status != "gone"
+        )
+    )
+    return {task_id: (url, orjson.loads(keys or "[]")) for task_id, url, keys in found}
 
 
 def _forget(session: Session, row: MediaFile | None) -> bool:
