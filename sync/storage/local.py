@@ -69,12 +69,12 @@ class LocalStorage:
     def _put_batch(self, items: list[tuple[str, bytes]]) -> None:
         staged: list[tuple[int, str, Path]] = []  # (open fd, temporary path, target)
         confined: dict[str, Path] = {}  # a batch confines each folder once, not once per file
-        key = ""
+        key, temp_prefix = "", _temp_prefix()
         try:
             for key, data in items:
                 prefix = check_key(key).rpartition("/")[0]
                 folder = confined.get(prefix) or confined.setdefault(prefix, self._folder(key))
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(), suffix=TEMP_SUFFIX)
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix, suffix=TEMP_SUFFIX)
                 staged.append((fd, tmp, folder / key.rpartition("/")[2]))
                 os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the objects from readers
                 _write_all(fd, data)
