@@ -322,11 +322,14 @@ def write_dirty_tasks(
     A storage failure raises StorageError with the tasks still dirty, so a retry (or the
     sweep) writes them later: nothing is lost.
     """
-    written, finished = 0, True
+    written, finished, rendered_all = 0, True, False
     with rt.sessions() as session:
         if project_id is not None and exports.needs_full_rebuild(session, project_id):
+            # Every live task's outputs are rendered from the state the loop below writes
+            # (the caller holds the project's drain lock): the loop then writes task files
+            # only, instead of rendering the dirty tasks twice (a first import: all of them).
             task_outputs.rebuild_project(rt, project_id)
-            written = -1  # aggregates are owed even if no task file changes
+            written, rendered_all = -1, True  # aggregates are owed even if no file changes
         # A drain job writes YIELDING_BATCH tasks at a time and asks after each batch
         # whether other projects wait: another project's delivery arriving mid-drain then
         # waits for one small batch (~0.3 s with three formats), never for a big one (500
@@ -340,7 +343,7 @@ def write_dirty_tasks(
             rendered = [(doc, task_file.encode_task(doc)) for doc in docs]
             gone = [t.id for t in tasks if t.deleted]
             outputs = None
-            if project_id is not None:
+            if project_id is not None and not rendered_all:
                 outputs = task_outputs.render_tasks(rt, session, project_id, rendered, gone)
             # Storage first (task files and export files made durable together), then the
             # database: its write lock is held only for the statements (task_outputs.TaskOutputs).

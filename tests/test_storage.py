@@ -158,6 +158,26 @@ def test_local_put_replaces_a_symlinked_file_instead_of_following_it(tmp_path):
     assert storage.get("tasks/1.json") == b"second"
 
 
+def test_local_copy_never_follows_a_symlink_out_of_the_root(tmp_path):
+    storage = open_storage((tmp_path / "bucket").as_uri())
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"not ours")
+    storage.put("exports/1/yolo/labels/a.txt", b"ours")
+    (tmp_path / "bucket/exports/1/yolo/labels/b.txt").symlink_to(outside)
+    (tmp_path / "bucket/elsewhere").symlink_to(tmp_path)
+    storage.copy_many(
+        [("generations/1/a.txt", "exports/1/yolo/labels/a.txt"),
+         ("generations/1/b.txt", "exports/1/yolo/labels/b.txt")]
+    )  # fmt: skip
+    assert storage.get("generations/1/a.txt") == b"ours"
+    with pytest.raises(StorageError):  # the link is a symlink, and reading it is refused
+        storage.get("generations/1/b.txt")
+    with pytest.raises(StorageError):  # a source whose folder leads out of the root
+        storage.copy_many([("generations/1/c.txt", "elsewhere/secret.txt")])
+    assert outside.read_bytes() == b"not ours"
+    assert not (tmp_path / "bucket/generations/1/c.txt").exists()
+
+
 def test_local_put_recreates_a_folder_removed_between_writes(tmp_path):
     storage = open_storage((tmp_path / "bucket").as_uri())
     storage.put("exports/1/yolo/labels/1.txt", b"a")

@@ -44,15 +44,23 @@ class LocalStorage:
             raise StorageError(f"key {key!r} resolves outside the storage root")
         return path
 
-    def _folder(self, key: str) -> Path:
+    def _folder(
+        self, key: str, confined: dict[str, Path] | None = None, create: bool = True
+    ) -> Path:
         """The existing, confined folder ``key``'s file goes into (created if needed). Only
         the folder needs confining: the file is replaced by a rename, which does not follow
-        a symlink standing in its place."""
+        a symlink standing in its place. ``confined`` (prefix -> folder) lets a batch
+        resolve each folder once: resolving costs a syscall per path component."""
         prefix = check_key(key).rpartition("/")[0]
+        if confined is not None and prefix in confined:
+            return confined[prefix]
         folder = (self.root / prefix).resolve()
         if not folder.is_relative_to(self.root):
             raise StorageError(f"key {key!r} resolves outside the storage root")
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        if confined is not None:
+            confined[prefix] = folder
         return folder
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
@@ -72,8 +80,7 @@ class LocalStorage:
         key, temp_prefix = "", _temp_prefix()
         try:
             for key, data in items:
-                prefix = check_key(key).rpartition("/")[0]
-                folder = confined.get(prefix) or confined.setdefault(prefix, self._folder(key))
+                folder = self._folder(key, confined)
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix, suffix=TEMP_SUFFIX)
                 staged.append((fd, tmp, folder / key.rpartition("/")[2]))
                 os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the objects from readers
@@ -124,11 +131,13 @@ class LocalStorage:
         folder linked into is fsynced once. Where links are refused (another filesystem, a
         filesystem without them) the bytes are copied."""
         folders, copied = set(), []
+        confined: dict[str, Path] = {}  # folders resolved once per call (see _folder)
         try:
             for target, source in pairs:
-                folder = self._folder(target)
+                folder = self._folder(target, confined)
+                origin = self._folder(source, confined, create=False) / source.rpartition("/")[2]
                 try:
-                    _link(self._path(source), folder / target.rpartition("/")[2], replace)
+                    _link(origin, folder / target.rpartition("/")[2], replace)
                 except FileExistsError:
                     continue
                 except OSError as exc:
@@ -220,11 +229,14 @@ class LocalStorage:
 def _link(source: Path, target: Path, replace: bool) -> None:
     """A hard link at ``target``; with ``replace``, made beside it and renamed over it, so
     readers see the old file or the new one, never none."""
+    # follow_symlinks=False: a symlink standing at the source (its folder is confined, the
+    # file itself is not resolved) is linked as a symlink, never followed out of the root;
+    # reading it through the storage then refuses it.
     if not replace:
-        os.link(source, target)
+        os.link(source, target, follow_symlinks=False)
         return
     temporary = target.with_name(f"{_temp_prefix()}{target.name}{TEMP_SUFFIX}")
-    os.link(source, temporary)
+    os.link(source, temporary, follow_symlinks=False)
     try:
         os.replace(temporary, target)
     except OSError:
