@@ -288,6 +288,18 @@ def test_convert_infers_classes_without_a_config(tmp_path):
     assert (tmp_path / "out/classes.txt").read_text() == "Zebra\nAnt\n"  # first seen first
 
 
+def test_convert_aggregates_in_id_order_and_a_repeated_task_counts_once(tmp_path):
+    source = tmp_path / "t.json"
+    tasks = [task(3, [rect(0, 0, 1, 1, "Car")]), task(1, [rect(0, 0, 1, 1, "Car")])]
+    tasks += [task(2, [rect(0, 0, 1, 1, "Car")]), task(1, [])]  # task 1 again, now unlabelled
+    source.write_text(json.dumps(tasks))
+    summary = convert(source, "COCO", tmp_path / "out", context(CONFIG, None))
+    coco = json.loads((tmp_path / "out/result.json").read_text())
+    assert [image["id"] for image in coco["images"]] == [1, 2, 3]
+    assert sorted(a["image_id"] for a in coco["annotations"]) == [2, 3]  # the later task 1
+    assert summary.tasks == 3
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
