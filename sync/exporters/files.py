@@ -49,7 +49,7 @@ def url_path(url: str) -> str:
     return unquote(path or "")
 
 
-@lru_cache(maxsize=4096)  # every format of a task, and its media, ask in turn
+@lru_cache(maxsize=1)  # the formats of a task ask in turn; one entry holds one URL at most
 def file_stem(task_id: int, url: str) -> tuple[str, str]:
     """A safe, stable, collision-free file stem and the image extension.
 
