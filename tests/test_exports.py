@@ -13,7 +13,7 @@ import pytest
 from conftest import FIXTURES
 
 from sync.convert import ConvertError, context, convert
-from sync.exporters import ExportContext, get_exporter
+from sync.exporters import ExportContext, get_exporter, render_checked
 from sync.exporters.classes import config_classes
 from sync.exporters.files import file_stem, split_of
 from sync.exporters.regions import chosen_annotation
@@ -235,6 +235,18 @@ def test_coco_matches_label_studio_converter_semantically(tmp_path):
     # stable per region, one image entry per task, no wall-clock date.
     assert [i["id"] for i in ours["images"]] == [1, 3]
     assert ours["info"]["date_created"] is None
+
+
+def test_a_task_changed_in_place_renders_its_new_regions_in_every_format():
+    exporters = [get_exporter("YOLO"), get_exporter("COCO")]
+    ctx = ExportContext(project_id=1, classes=["Car", "Truck"], object_value="image")
+    doc = task(1, [rect(0, 0, 50, 50, "Car")], image="a.jpg")
+    first = render_checked(exporters, doc, b"{}", ctx)
+    doc["annotations"][0]["result"] = [rect(50, 50, 10, 10, "Truck")]  # the same dict
+    yolo, coco = render_checked(exporters, doc, b"{}", ctx)
+    assert first[0].files != yolo.files
+    assert yolo.files["labels/1__a.txt"] == b"1 0.55 0.55 0.1 0.1\n"
+    assert b'"category_id":1' in coco.fragment
 
 
 # -- convert ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sync.exporters.regions import forget_regions
 from sync.limits import LimitExceeded, Limits, shown, task_problem
 
 DEFAULT_SPLIT = (("train", 0.8), ("val", 0.1), ("test", 0.1))
@@ -87,11 +88,14 @@ def render_checked(
     if limits is not None and (problem := task_problem(task, limits)):
         return problem[:500]
     outputs = []
-    for exporter in exporters:
-        try:
-            outputs.append(exporter.render_task(task, raw, ctx))
-        except Exception as exc:  # any content a labelling tool let through
-            return f"{exporter.name}: {type(exc).__name__}: {exc}"[:500]
+    try:
+        for exporter in exporters:
+            try:
+                outputs.append(exporter.render_task(task, raw, ctx))
+            except Exception as exc:  # any content a labelling tool let through
+                return f"{exporter.name}: {type(exc).__name__}: {exc}"[:500]
+    finally:
+        forget_regions()  # its formats shared the task's regions; the next task is new
     return outputs
 
 

@@ -61,10 +61,12 @@ def chosen_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
 def regions(task: dict[str, Any]) -> tuple[Region, ...]:
     """The labelled regions of the chosen annotation, in result order.
 
-    Every kept-fresh format of a task asks for them in turn: the last task's are kept and
-    handed out again while the caller passes the same dict (held here, so its id cannot be
-    reused). Exporters treat a task and its regions as read-only, which makes that safe; a
-    region's only mutable field, ``bounds``, is a cache of a pure function of it."""
+    Every format of a task asks for them in turn: the last task's are kept and handed out
+    again while the caller passes the same dict (held here, so its id cannot be reused),
+    until :func:`forget_regions`, which ``render_checked`` calls after each task, so a task
+    changed in place between two renders is never served its old regions. Exporters treat
+    a task and its regions as read-only; a region's only mutable field, ``bounds``, is a
+    cache of a pure function of it."""
     global _last_regions
     last = _last_regions  # one read: a thread sees a whole (task, regions) pair
     if last[0] is task:
@@ -81,6 +83,12 @@ def regions(task: dict[str, Any]) -> tuple[Region, ...]:
 
 
 _last_regions: tuple[Any, tuple[Region, ...]] = (None, ())
+
+
+def forget_regions() -> None:
+    """Let the next :func:`regions` call compute afresh."""
+    global _last_regions
+    _last_regions = (None, ())
 
 
 #: Image sides from this size on are not believed (a hostile result's 1.8e19 stays out).
