@@ -113,12 +113,12 @@ def note_tasks(
         if row is None:
             row = MediaFile(task_id=task_id, project_id=project_id, written="[]", attempts=0)
             session.add(row)
-        if row.url != url or orjson.loads(row.keys or "[]") != keys or row.status == "gone":
-            if row.url != url:
-                row.etag = row.md5 = None
-            row.url, row.keys = url, orjson.dumps(keys).decode()
-            row.status, row.due_at, row.attempts, row.error = "owed", 0.0, 0, None
-            owed = True
+        # A changing row is new, gone, or wants another URL or keys: owed again.
+        if row.url != url:
+            row.etag = row.md5 = None
+        row.url, row.keys = url, orjson.dumps(keys).decode()
+        row.status, row.due_at, row.attempts, row.error = "owed", 0.0, 0, None
+        owed = True
     for task_id in deleted:
         owed |= _forget(session, rows.get(task_id))
     return owed

@@ -224,7 +224,7 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
             )
         )
     }
-    rows, replaced = [], list(deleted)
+    rows = []
     for task_id, out in rendered:
         digests = {
             root + path: hashlib.sha256(data).hexdigest() for path, data in out.files.items()
@@ -236,7 +236,6 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
             continue  # its row already says this (a rebuild re-renders mostly the same)
         outputs.stale += [key for key in old_digests if key not in digests]
         outputs.changed += 1
-        replaced.append(task_id)
         rows.append(
             {
                 "project_id": ctx.project_id,
@@ -250,6 +249,7 @@ def _collect(session, exporter, ctx, rendered, deleted, outputs: TaskOutputs) ->
         if task_id in previous:
             outputs.stale += list(orjson.loads(previous[task_id].files))
             outputs.changed += 1
+    replaced = [*deleted, *(row["task_id"] for row in rows)]
     outputs.fragments.append((exporter.name, replaced, rows))
 
 
